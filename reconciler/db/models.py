@@ -1,0 +1,167 @@
+"""The SQL contract: the tables people write desired state into and read status from.
+
+This module is the single description of the schema that the application uses; Alembic
+revisions under ``migrations/versions`` create and change the same schema *without* importing
+this module, and ``tests/test_migrations.py`` checks that the two agree (what ``alembic check``
+does). Change a table here only together with a new revision and the README's SQL section.
+
+Rules the schema keeps, because people write rows with plain SQL:
+
+* Only the essential columns are required (``name`` + ``image``, ``name`` + ``url``); every other
+  column has a *server-side* default, so ``INSERT INTO desired_containers (name, image) VALUES
+  (...)`` works from ``sqlite3`` and ``psql``.
+* JSON columns accept a JSON text literal. The controller reads them as text and parses them
+  itself, so a malformed value in one row becomes an error on that row, never a crash.
+* User-owned columns carry no CHECK constraints that would reject a row the controller can
+  explain better (an unknown ``state`` becomes a ``failed`` status with a message); the
+  controller-owned columns do carry them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+#: JSON stored as text on SQLite and as ``jsonb`` on PostgreSQL.
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+EMPTY_OBJECT = sa.text("'{}'")
+EMPTY_ARRAY = sa.text("'[]'")
+TRUE = sa.text("true")
+FALSE = sa.text("false")
+NOW = sa.text("CURRENT_TIMESTAMP")
+
+HEALTH_STATES = ("pending", "healthy", "unhealthy")
+PHASES = ("pending", "running", "stopped", "failed", "unschedulable", "unknown")
+
+
+def _timestamps() -> list[sa.Column[object]]:
+    return [
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    ]
+
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # -- user-owned ---------------------------------------------------------------------
+    sa.Column("name", sa.String(253), nullable=False, unique=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("labels", Json, nullable=False, server_default=EMPTY_OBJECT),
+    sa.Column("schedulable", sa.Boolean, nullable=False, server_default=TRUE),
+    sa.Column("tls_ca_cert", sa.Text, nullable=True),
+    sa.Column("tls_client_cert", sa.Text, nullable=True),
+    sa.Column("tls_client_key", sa.Text, nullable=True),
+    sa.Column("allow_insecure_tcp", sa.Boolean, nullable=False, server_default=FALSE),
+    # -- controller-owned ---------------------------------------------------------------
+    sa.Column("health", sa.String(16), nullable=False, server_default=sa.text("'pending'")),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("engine_id", sa.Text, nullable=True),
+    sa.Column("engine_name", sa.Text, nullable=True),
+    sa.Column("engine_version", sa.Text, nullable=True),
+    sa.Column("api_version", sa.Text, nullable=True),
+    sa.Column("os", sa.Text, nullable=True),
+    sa.Column("cpus", sa.Integer, nullable=True),
+    sa.Column("memory_bytes", sa.BigInteger, nullable=True),
+    sa.Column("engine_labels", Json, nullable=False, server_default=EMPTY_OBJECT),
+    *_timestamps(),
+    sa.CheckConstraint(
+        "health IN ('pending', 'healthy', 'unhealthy')", name="health_known"
+    ),
+)
+
+desired_containers = sa.Table(
+    "desired_containers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(253), nullable=False, unique=True),
+    sa.Column("image", sa.Text, nullable=False),
+    sa.Column("command", Json, nullable=True),
+    sa.Column("entrypoint", Json, nullable=True),
+    sa.Column("env", Json, nullable=False, server_default=EMPTY_OBJECT),
+    sa.Column("labels", Json, nullable=False, server_default=EMPTY_OBJECT),
+    sa.Column("node", sa.String(253), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default=sa.text("'running'")),
+    sa.Column("ports", Json, nullable=False, server_default=EMPTY_ARRAY),
+    sa.Column("mounts", Json, nullable=False, server_default=EMPTY_ARRAY),
+    sa.Column("network", sa.Text, nullable=True),
+    sa.Column("cpus", sa.Float, nullable=True),
+    sa.Column("memory_bytes", sa.BigInteger, nullable=True),
+    sa.Column("user", sa.Text, nullable=True),
+    sa.Column("workdir", sa.Text, nullable=True),
+    sa.Column("stop_timeout", sa.Integer, nullable=True),
+    *_timestamps(),
+)
+
+container_status = sa.Table(
+    "container_status",
+    metadata,
+    sa.Column("name", sa.String(253), primary_key=True),
+    sa.Column("node", sa.String(253), nullable=True),
+    sa.Column("container_id", sa.String(64), nullable=True),
+    sa.Column("phase", sa.String(16), nullable=False, server_default=sa.text("'pending'")),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("spec_hash", sa.String(64), nullable=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint(
+        "phase IN ('pending', 'running', 'stopped', 'failed', 'unschedulable', 'unknown')",
+        name="phase_known",
+    ),
+)
+
+observed_containers = sa.Table(
+    "observed_containers",
+    metadata,
+    sa.Column("node", sa.String(253), primary_key=True),
+    sa.Column("container_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("image", sa.Text, nullable=False),
+    sa.Column("image_id", sa.Text, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("status", sa.Text, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("managed", sa.Boolean, nullable=False, server_default=FALSE),
+    sa.Column("desired_name", sa.Text, nullable=True),
+    sa.Column("spec_hash", sa.String(64), nullable=True),
+    sa.Column("labels", Json, nullable=False, server_default=EMPTY_OBJECT),
+    sa.Column("created", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+observed_images = sa.Table(
+    "observed_images",
+    metadata,
+    sa.Column("node", sa.String(253), primary_key=True),
+    sa.Column("image_id", sa.String(128), primary_key=True),
+    sa.Column("tags", Json, nullable=False, server_default=EMPTY_ARRAY),
+    sa.Column("size_bytes", sa.BigInteger, nullable=True),
+    sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("type", sa.String(16), nullable=False, server_default=sa.text("'Normal'")),
+    sa.Column("object", sa.Text, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=sa.text("''")),
+    sa.Index("ix_events_time", "time"),
+)

@@ -1,0 +1,197 @@
+"""Plain values that travel between the layers of a pass.
+
+Nothing here does I/O. The store turns SQL rows into these; the Docker boundary
+(``reconciler.docker_api``) turns SDK dicts into these; the planner reads only these.
+All of them are frozen, so a snapshot handed to the planner cannot change under it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NewType
+
+NodeName = NewType("NodeName", str)
+ContainerId = NewType("ContainerId", str)
+
+#: Labels reconciler puts on every container it creates. A container without
+#: ``MANAGED_LABEL=true`` is never touched.
+MANAGED_LABEL = "reconciler.managed"
+NAME_LABEL = "reconciler.name"
+SPEC_HASH_LABEL = "reconciler.spec-hash"
+NODE_LABEL = "reconciler.node"
+
+
+class Health(enum.StrEnum):
+    """A node's health, as written to ``nodes.health``."""
+
+    #: Never reached since reconciler started following it.
+    PENDING = "pending"
+    #: The last call succeeded (or failed fewer times than the threshold).
+    HEALTHY = "healthy"
+    #: The failure threshold was crossed; reconnects are tried with capped backoff.
+    UNHEALTHY = "unhealthy"
+
+
+class Phase(enum.StrEnum):
+    """A desired container's phase, as written to ``container_status.phase``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    UNSCHEDULABLE = "unschedulable"
+    UNKNOWN = "unknown"
+
+
+class DesiredState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """One published port: ``container_port/protocol`` → ``host_ip:host_port``."""
+
+    container_port: int
+    protocol: str = "tcp"
+    host_port: int | None = None
+    host_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume (``type='volume'``) or bind mount (``type='bind'``)."""
+
+    target: str
+    source: str
+    type: str = "volume"
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything that shapes a container; its canonical hash decides drift."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[PortBinding, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    network: str | None = None
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    user: str | None = None
+    workdir: str | None = None
+    stop_timeout: int | None = None
+
+
+@dataclass(frozen=True)
+class DesiredContainer:
+    """One row of ``desired_containers``, validated.
+
+    ``spec`` is None exactly when the row is malformed; ``error`` then says which field is wrong
+    and why, in words meant for the person who wrote the row.
+    """
+
+    name: str
+    state: DesiredState
+    node: NodeName | None
+    spec: ContainerSpec | None
+    spec_hash: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    """A container as a node's last refresh saw it."""
+
+    node: NodeName
+    id: ContainerId
+    name: str
+    image: str
+    state: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    image_id: str | None = None
+    status: str | None = None
+    exit_code: int | None = None
+    created: float | None = None
+
+    @property
+    def managed(self) -> bool:
+        return self.labels.get(MANAGED_LABEL) == "true"
+
+    @property
+    def desired_name(self) -> str | None:
+        return self.labels.get(NAME_LABEL) if self.managed else None
+
+    @property
+    def spec_hash(self) -> str | None:
+        return self.labels.get(SPEC_HASH_LABEL) if self.managed else None
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "restarting")
+
+
+@dataclass(frozen=True)
+class ObservedImage:
+    node: NodeName
+    id: str
+    tags: tuple[str, ...] = ()
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """What the planner knows of one node: its health and its last refreshed picture."""
+
+    name: NodeName
+    health: Health
+    schedulable: bool = True
+    containers: tuple[ObservedContainer, ...] = ()
+    images: tuple[ObservedImage, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: False until the first full refresh since (re)connecting succeeded; the planner does not
+    #: act on a node whose picture it cannot trust.
+    refreshed: bool = False
+
+    def has_image(self, ref: str) -> bool:
+        """True when ``ref`` (``repo:tag``, ``repo`` meaning ``repo:latest``, or an id) is here."""
+        wanted = ref if (":" in ref.rsplit("/", 1)[-1] or ref.startswith("sha256:")) else f"{ref}:latest"
+        for image in self.images:
+            if wanted in image.tags or image.id == ref or image.id == f"sha256:{ref}":
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Facts an engine reports about itself (``docker info`` / ``docker version``)."""
+
+    engine_id: str
+    name: str
+    version: str
+    api_version: str
+    os: str
+    cpus: int
+    memory_bytes: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """The user-owned part of one ``nodes`` row: what the cluster follows."""
+
+    name: NodeName
+    url: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    schedulable: bool = True
+    tls_ca_cert: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
+    allow_insecure_tcp: bool = False

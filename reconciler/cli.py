@@ -1,0 +1,404 @@
+"""The ``reconciler`` command line: thin click commands over the store.
+
+Each command parses and validates *all* of its input first, then calls one store function inside
+one transaction, so bad input leaves the database untouched. A command that reads or writes rows
+gets its engine from :func:`_store`, which refuses to go on unless the schema is at head
+(``migrate.require_head``); the daemon's ``run`` and ``plan`` commands take the same path::
+
+    @main.command()
+    @click.pass_context
+    def run(ctx):
+        daemon.run(_settings(ctx), engine=_store(ctx))
+
+Errors a person can fix are ``click.ClickException`` (exit 1) or ``click.UsageError`` (exit 2),
+printed on stderr and naming the field at fault. Printing rows is ``reconciler.output``'s job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import urllib.parse
+from typing import IO, Any
+
+import click
+import sqlalchemy as sa
+import yaml
+
+from reconciler import __version__, config, output, spec, spec_model, types
+from reconciler.db import desired, migrate, nodes
+from reconciler.db import engine as db_engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _State:
+    settings: config.Settings
+    engine: sa.Engine | None = None
+
+
+class _Group(click.Group):
+    """A group that turns database failures (unreachable, locked, a constraint violated by a
+    concurrent writer) into one line on stderr; ``-vv`` logs the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except sa.exc.DBAPIError as e:
+            log.debug("database error", exc_info=True)
+            raise click.ClickException(f"database error: {e.orig or e}") from None
+
+
+def _settings(ctx: click.Context) -> config.Settings:
+    return ctx.find_object(_State).settings  # type: ignore[union-attr]
+
+
+def _store(ctx: click.Context) -> sa.Engine:
+    """The engine for ``--database-url``, once the schema is known to be at head."""
+    state = ctx.find_object(_State)
+    assert state is not None, "the root command sets up the state"
+    if state.engine is None:
+        engine = db_engine.make_engine(state.settings.database_url)
+        ctx.find_root().call_on_close(engine.dispose)
+        try:
+            migrate.require_head(engine)
+        except migrate.SchemaMismatch as e:
+            raise click.ClickException(str(e)) from None
+        state.engine = engine
+    return state.engine
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    envvar=db_engine.ENV_VAR,
+    default=db_engine.DEFAULT_URL,
+    show_default=True,
+    show_envvar=True,
+    help="SQLAlchemy URL of the store; postgresql:// uses psycopg 3.",
+)
+@click.option("-v", "--verbose", count=True, help="Log on stderr: -v info, -vv debug.")
+@click.version_option(__version__, prog_name="reconciler")
+@click.pass_context
+def main(ctx: click.Context, database_url: str, verbose: int) -> None:
+    """Converge plain Docker engines onto desired containers kept in SQL."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = _State(settings=config.Settings(database_url=database_url))
+
+
+# -- db --------------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Create and migrate the schema."""
+
+
+def _where(ctx: click.Context) -> str:
+    url = sa.make_url(db_engine.normalise_url(_settings(ctx).database_url))
+    return url.render_as_string(hide_password=True)
+
+
+@db.command("upgrade")
+@click.argument("rev", default="head")
+@click.pass_context
+def db_upgrade(ctx: click.Context, rev: str) -> None:
+    """Migrate the database up to REV (default: head), creating it if needed."""
+    url = _settings(ctx).database_url
+    before = migrate.current(url)
+    try:
+        migrate.upgrade(url, rev)
+    except migrate.MigrationError as e:
+        raise click.ClickException(str(e)) from None
+    after = migrate.current(url)
+    if before == after:
+        click.echo(f"{_where(ctx)} is already at {after}")
+    else:
+        click.echo(f"{_where(ctx)} has been upgraded from {before or '(empty)'} to {after}")
+
+
+@db.command("downgrade")
+@click.argument("rev")
+@click.pass_context
+def db_downgrade(ctx: click.Context, rev: str) -> None:
+    """Migrate the database down to REV ("base" drops every table)."""
+    url = _settings(ctx).database_url
+    before = migrate.current(url)
+    try:
+        migrate.downgrade(url, rev)
+    except migrate.MigrationError as e:
+        raise click.ClickException(str(e)) from None
+    after = migrate.current(url)
+    click.echo(f"{_where(ctx)} has been downgraded from {before} to {after or '(empty)'}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Show the database's schema revision and whether it is at head."""
+    found, head = migrate.current(_settings(ctx).database_url), migrate.head()
+    if found == head:
+        click.echo(f"{found} (head)")
+    else:
+        click.echo(f"{found or '(empty)'} (head is {head}; {migrate.UPGRADE_HINT})")
+
+
+# -- node ------------------------------------------------------------------------------------
+
+
+@main.group()
+def node() -> None:
+    """Register Docker engines and take them in and out of scheduling."""
+
+
+def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(
+                f"must look like KEY=VALUE, got {pair!r}", param_hint="--label"
+            )
+        labels[key] = value
+    return labels
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_url(url: str, *, tls: bool, allow_insecure: bool) -> None:
+    """Refuse URLs the node layer could not use, and plain TCP off this machine."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("unix", "tcp", "ssh"):
+        raise click.BadParameter(
+            f"must start with unix://, tcp:// or ssh://, got {url!r}", param_hint="URL"
+        )
+    if parts.scheme == "unix" and not parts.path:
+        raise click.BadParameter(f"unix:// needs a socket path, got {url!r}", param_hint="URL")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise click.BadParameter(f"{parts.scheme}:// needs a host, got {url!r}", param_hint="URL")
+    if tls and parts.scheme != "tcp":
+        raise click.BadParameter("TLS options apply to tcp:// URLs only", param_hint="--tls-*")
+    if (
+        parts.scheme == "tcp"
+        and not tls
+        and not allow_insecure
+        and not _is_loopback(parts.hostname)
+    ):
+        raise click.BadParameter(
+            f"plain TCP to {parts.hostname} would let anyone on the network run containers; "
+            "give --tls-ca/--tls-cert/--tls-key, or --allow-insecure-tcp if you mean it",
+            param_hint="URL",
+        )
+
+
+_PEM = click.Path(exists=True, dir_okay=False, resolve_path=True)
+
+
+@node.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Node label.")
+@click.option("--tls-ca", type=_PEM, help="CA certificate that signed the engine's certificate.")
+@click.option("--tls-cert", type=_PEM, help="Client certificate (with --tls-key).")
+@click.option("--tls-key", type=_PEM, help="Client key (with --tls-cert).")
+@click.option("--allow-insecure-tcp", is_flag=True, help="Allow plain tcp:// to another host.")
+@click.pass_context
+def node_add(
+    ctx: click.Context,
+    name: str,
+    url: str,
+    labels: tuple[str, ...],
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    allow_insecure_tcp: bool,
+) -> None:
+    """Register the Docker engine at URL as node NAME (unix://, tcp://host:port, ssh://)."""
+    if len(name) > spec_model.MAX_NAME_LENGTH or not spec_model.NODE_NAME_RE.match(name):
+        raise click.BadParameter(
+            f"must match {spec_model.NODE_NAME_RE.pattern}, got {name!r}", param_hint="NAME"
+        )
+    if (tls_cert is None) != (tls_key is None):
+        raise click.BadParameter("give both or neither", param_hint="--tls-cert/--tls-key")
+    _check_url(url, tls=bool(tls_ca or tls_cert), allow_insecure=allow_insecure_tcp)
+    row = types.NodeRow(
+        name=types.NodeName(name),
+        url=url,
+        labels=_labels(labels),
+        tls_ca_cert=tls_ca,
+        tls_client_cert=tls_cert,
+        tls_client_key=tls_key,
+        allow_insecure_tcp=allow_insecure_tcp,
+    )
+    with _store(ctx).begin() as conn:
+        try:
+            nodes.add_node(conn, row)
+        except nodes.NodeExists as e:
+            raise click.ClickException(str(e)) from None
+    click.echo(f"node {name} has been added")
+
+
+_OUTPUT = click.option(
+    "-o", "--output", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True
+)
+
+
+@node.command("ls")
+@_OUTPUT
+@click.pass_context
+def node_ls(ctx: click.Context, fmt: output.Format) -> None:
+    """List nodes with their health and engine version."""
+    with _store(ctx).connect() as conn:
+        rows = output.node_rows(nodes.list_node_status(conn))
+    output.emit(rows, fmt=fmt, columns=output.NODE_COLUMNS)
+
+
+@node.command("rm")
+@click.argument("name")
+@click.pass_context
+def node_rm(ctx: click.Context, name: str) -> None:
+    """Stop following node NAME (its containers are left running)."""
+    with _store(ctx).begin() as conn:
+        if not nodes.remove_node(conn, name):
+            raise click.ClickException(f"no node named {name!r}")
+    click.echo(f"node {name} has been removed")
+
+
+def _set_schedulable(ctx: click.Context, name: str, *, schedulable: bool) -> None:
+    with _store(ctx).begin() as conn:
+        if not nodes.set_schedulable(conn, name, schedulable=schedulable):
+            raise click.ClickException(f"no node named {name!r}")
+    click.echo(f"node {name} has been {'uncordoned' if schedulable else 'cordoned'}")
+
+
+@node.command("cordon")
+@click.argument("name")
+@click.pass_context
+def node_cordon(ctx: click.Context, name: str) -> None:
+    """Place no new containers on node NAME (the ones there stay)."""
+    _set_schedulable(ctx, name, schedulable=False)
+
+
+@node.command("uncordon")
+@click.argument("name")
+@click.pass_context
+def node_uncordon(ctx: click.Context, name: str) -> None:
+    """Let reconciler place containers on node NAME again."""
+    _set_schedulable(ctx, name, schedulable=True)
+
+
+# -- desired containers ----------------------------------------------------------------------
+
+
+def _read_desired(stream: IO[str]) -> list[types.DesiredContainer]:
+    """Parse and validate every item of a YAML list; report all problems at once."""
+    source = stream.name
+    try:
+        data = yaml.safe_load(stream)
+    except yaml.YAMLError as e:
+        raise click.ClickException(f"{source}: invalid YAML: {e}") from None
+    if not isinstance(data, list):
+        got = spec_model.show(data)
+        raise click.ClickException(
+            f"{source}: must be a YAML list of desired containers, got {got}"
+        )
+    items: list[types.DesiredContainer] = []
+    problems: list[str] = []
+    first_seen: dict[str, int] = {}
+    for index, raw in enumerate(data, start=1):
+        where = f"{source}: {_item(index, raw)}"
+        try:
+            item = spec.validate_row_strict(raw)
+        except spec.SpecError as e:
+            problems += [f"{where}: {problem}" for problem in e.problems]
+            continue
+        if item.name in first_seen:
+            problems.append(f"{where}: name: also used by item {first_seen[item.name]}")
+        first_seen.setdefault(item.name, index)
+        items.append(item)
+    if problems:
+        raise click.ClickException("\n".join(problems))
+    return items
+
+
+def _item(index: int, raw: object) -> str:
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return f"item {index} ({name})" if isinstance(name, str) else f"item {index}"
+
+
+def _check_nodes(conn: sa.Connection, items: list[types.DesiredContainer], *, source: str) -> None:
+    known = {n.name for n in nodes.list_nodes(conn)}
+    problems = [
+        f"{source}: {_item(index, {'name': item.name})}: node: unknown node {item.node!r} "
+        f"(known: {', '.join(sorted(known)) or 'none; add one with `reconciler node add`'})"
+        for index, item in enumerate(items, start=1)
+        if item.node is not None and item.node not in known
+    ]
+    if problems:
+        raise click.ClickException("\n".join(problems))
+
+
+@main.command()
+@click.option(
+    "-f", "--filename", "stream", type=click.File("r"), required=True, help="YAML list, or -."
+)
+@click.option("--prune", is_flag=True, help="Also delete desired rows absent from the file.")
+@click.pass_context
+def apply(ctx: click.Context, stream: IO[str], prune: bool) -> None:
+    """Create or update desired containers from a YAML list, in one transaction."""
+    engine = _store(ctx)
+    items = _read_desired(stream)
+    with engine.begin() as conn:
+        _check_nodes(conn, items, source=stream.name)
+        result = desired.upsert(conn, items)
+        pruned = desired.prune(conn, keep={item.name for item in items}) if prune else []
+    for word, names in (
+        ("created", result.created),
+        ("updated", result.updated),
+        ("pruned", pruned),
+    ):
+        for name in names:
+            click.echo(f"{name} {word}")
+    click.echo(
+        f"created {len(result.created)}, updated {len(result.updated)}, "
+        f"unchanged {len(result.unchanged)}, pruned {len(pruned)}"
+    )
+
+
+@main.command()
+@click.argument("name", required=False)
+@_OUTPUT
+@click.pass_context
+def get(ctx: click.Context, name: str | None, fmt: output.Format) -> None:
+    """Show desired containers (all, or NAME) with the status the controller reported."""
+    with _store(ctx).connect() as conn:
+        items = desired.list_with_status(conn, name)
+    if name is not None and not items:
+        raise click.ClickException(f"no desired container named {name!r}")
+    output.emit(output.desired_rows(items), fmt=fmt, columns=output.DESIRED_COLUMNS)
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def delete(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Delete desired containers by name; reconciler then removes their containers."""
+    with _store(ctx).begin() as conn:
+        missing = sorted(set(names) - set(desired.names(conn)))
+        if missing:
+            raise click.ClickException(
+                f"no desired container named {', '.join(map(repr, missing))}"
+            )
+        desired.delete(conn, names)
+    for name in dict.fromkeys(names):
+        click.echo(f"{name} deleted")

@@ -1,0 +1,126 @@
+"""How the CLI shows rows: a rich table for people, JSON or YAML for scripts.
+
+``reconciler.cli`` turns store values into plain dicts (``desired_rows``, ``node_rows``) and
+hands them to ``emit``; the same dicts are the JSON/YAML documents, so what a script reads is
+exactly what the table shows, plus a few columns too wide for a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from reconciler.db import desired, nodes
+
+Format = Literal["table", "json", "yaml"]
+FORMATS: tuple[Format, ...] = ("table", "json", "yaml")
+
+#: (key, header) pairs shown by ``reconciler get``.
+DESIRED_COLUMNS = (
+    ("name", "NAME"),
+    ("image", "IMAGE"),
+    ("state", "STATE"),
+    ("wanted_node", "NODE WANTED"),
+    ("phase", "PHASE"),
+    ("node", "NODE"),
+    ("container", "CONTAINER"),
+    ("message", "MESSAGE"),
+)
+#: (key, header) pairs shown by ``reconciler node ls``.
+NODE_COLUMNS = (
+    ("name", "NAME"),
+    ("url", "URL"),
+    ("health", "HEALTH"),
+    ("schedulable", "SCHEDULABLE"),
+    ("engine_version", "ENGINE"),
+    ("last_error", "LAST ERROR"),
+    ("last_seen_at", "LAST SEEN"),
+)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON/YAML-safe value: datetimes as ISO 8601 text."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def desired_rows(items: Sequence[desired.DesiredWithStatus]) -> list[dict[str, Any]]:
+    """``reconciler get`` documents; ``container`` is the short id shown in the table."""
+    return [
+        {
+            "name": d.name,
+            "image": d.image,
+            "state": d.state,
+            "wanted_node": d.wanted_node,
+            "phase": d.phase,
+            "node": d.node,
+            "container_id": d.container_id,
+            "container": d.container_id[:12] if d.container_id else None,
+            # A row that does not validate says so at once, before the controller has seen it.
+            "message": f"invalid row: {d.error}" if d.error else d.message,
+            "error": d.error,
+            "status_updated_at": _plain(d.status_updated_at),
+        }
+        for d in items
+    ]
+
+
+def node_rows(items: Sequence[nodes.NodeListing]) -> list[dict[str, Any]]:
+    """``reconciler node ls`` documents."""
+    return [
+        {
+            "name": n.name,
+            "url": n.url,
+            "labels": dict(n.labels),
+            "schedulable": n.schedulable,
+            "health": n.health,
+            "engine_version": n.engine_version,
+            "api_version": n.api_version,
+            "last_error": n.last_error,
+            "last_seen_at": _plain(n.last_seen_at),
+            "consecutive_failures": n.consecutive_failures,
+        }
+        for n in items
+    ]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def emit(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    fmt: Format,
+    columns: Sequence[tuple[str, str]],
+    console: Console | None = None,
+) -> None:
+    """Print ``rows`` to stdout as a table (only ``columns``) or as a JSON/YAML list (all keys)."""
+    if fmt == "json":
+        print(json.dumps([dict(r) for r in rows], indent=2))
+    elif fmt == "yaml":
+        print(yaml.safe_dump([dict(r) for r in rows], sort_keys=False), end="")
+    else:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for _, header in columns:
+            table.add_column(header, overflow="fold")
+        for row in rows:
+            # Text, not markup: a user's "[red]" in a message is shown as written.
+            table.add_row(*(Text(_cell(row.get(key))) for key, _ in columns))
+        (console or _console()).print(table)
+
+
+def _console() -> Console:
+    console = Console()
+    # Piped into grep or a file, rows stay one line each instead of wrapping at 80 columns.
+    return console if console.is_terminal else Console(width=1000)

@@ -1,0 +1,369 @@
+"""The pydantic models behind ``reconciler.spec``: one desired row, a port, a mount.
+
+Field names are the SQL column names of ``desired_containers``. Every field has a ``before``
+validator that either returns a clean value or raises an error whose words are meant for the
+person who wrote the row ("must be 'running' or 'stopped', got 'paused'"); ``spec`` prefixes the
+field path. Strict mode is the backstop: no silent coercion besides the friendly ones listed in
+``reconciler.spec``'s docstring. Validation context ``{"json_text": True}`` means the row came
+from SQL and string values of JSON columns are JSON text to parse.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Any, Literal
+
+import pydantic
+from pydantic_core import PydanticCustomError
+
+from reconciler import types
+
+#: Docker's container (and volume) name rule: at least two characters.
+CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+#: Node names: the same characters, one is enough.
+NODE_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+MAX_NAME_LENGTH = 253
+#: Docker refuses a memory limit below 6 MiB.
+MIN_MEMORY_BYTES = 6 * 1024 * 1024
+RESERVED_LABEL_PREFIX = "reconciler."
+JSON_FIELDS = ("command", "entrypoint", "env", "labels", "ports", "mounts")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
+#: The largest values the SQL columns (BIGINT, INTEGER) can hold.
+MAX_BIGINT = 2**63 - 1
+MAX_INTEGER = 2**31 - 1
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def fail(reason: str) -> PydanticCustomError:
+    # The reason goes through the context so braces in user input are never format fields.
+    return PydanticCustomError("reconciler", "{reason}", {"reason": reason})
+
+
+def show(value: object) -> str:
+    """A short rendering of a wrong value for an error message, JSON-ish."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _decoded(value: Any, info: pydantic.ValidationInfo) -> Any:
+    """Parse JSON text when the row came from SQL; YAML values are already parsed."""
+    if not (isinstance(value, str) and info.context and info.context.get("json_text")):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        raise fail(f"invalid JSON ({e.msg} at char {e.pos})") from None
+
+
+def _text(value: Any, *, optional: bool = True) -> str:
+    if not isinstance(value, str):
+        raise fail(f"must be a string, got {show(value)}")
+    if not value:
+        raise fail("must not be empty" + (" (use null to leave it unset)" if optional else ""))
+    return value
+
+
+def _no_space(value: Any, *, optional: bool = True) -> str:
+    text = _text(value, optional=optional)
+    if any(c.isspace() for c in text):
+        raise fail(f"must not contain whitespace, got {show(text)}")
+    return text
+
+
+def _string_map(value: Any, *, what: str) -> dict[str, str]:
+    """An object of string keys to string values; numbers are turned into strings."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(f"must be an object of {what}, got {show(value)}")
+    result: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or "=" in key:
+            raise fail(f"key {show(key)} must be a non-empty string without '='")
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise fail(f"value of {key!r} must be a string (quote it), got {show(item)}")
+        result[key] = item if isinstance(item, str) else json.dumps(item)
+    return result
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class PortModel(_Strict):
+    """One published port; also accepts ``"[host_ip:][host_port:]container_port[/protocol]"``."""
+
+    container_port: int = pydantic.Field(ge=1, le=65535)
+    host_port: int | None = pydantic.Field(default=None, ge=1, le=65535)
+    protocol: Literal["tcp", "udp", "sctp"] = "tcp"
+    host_ip: str | None = None
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML 1.1 reads an unquoted 22:22 as the base-60 number 1342.
+            raise fail(
+                f'must be an object or a string such as "8080:80", got {value} '
+                "(quote port strings in YAML)"
+            )
+        return parse_port(value) if isinstance(value, str) else value
+
+    @pydantic.field_validator("host_ip")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            raise fail(f"must be an IP address, got {show(value)}") from None
+
+
+def parse_port(text: str) -> dict[str, Any]:
+    """``"127.0.0.1:8080:80/udp"`` → fields of :class:`PortModel` (Docker's ``-p`` syntax)."""
+    bad = fail(f"must look like [host_ip:][host_port:]container_port[/protocol], got {text!r}")
+    rest, slash, protocol = text.partition("/")
+    if slash and not protocol:
+        raise bad
+    host_ip: str | None = None
+    if rest.startswith("["):  # [::1]:8080:80
+        closing = rest.find("]:")
+        if closing < 0:
+            raise bad
+        host_ip, rest = rest[1:closing], rest[closing + 2 :]
+    parts = rest.split(":")
+    if host_ip is None and len(parts) == 3:
+        host_ip = parts.pop(0)
+    if len(parts) > 2 or not parts[-1] or not all(_is_number(p) for p in parts if p):
+        raise bad
+    host_port = int(parts[0]) if len(parts) == 2 and parts[0] else None
+    port: dict[str, Any] = {"container_port": int(parts[-1]), "host_port": host_port}
+    if host_ip:
+        port["host_ip"] = host_ip
+    if protocol:
+        port["protocol"] = protocol
+    return port
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+class MountModel(_Strict):
+    """A volume or bind mount; also accepts ``"source:/target[:ro|rw]"``.
+
+    Without ``type``, a source that is an absolute path is a bind, anything else a volume name.
+    """
+
+    source: str
+    target: str
+    type: Literal["volume", "bind"]
+    read_only: bool = False
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = parse_mount(value)
+        if isinstance(value, dict) and "type" not in value and isinstance(value.get("source"), str):
+            value = {**value, "type": "bind" if value["source"].startswith("/") else "volume"}
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _paths(self) -> MountModel:
+        if not self.target.startswith("/"):
+            raise fail(f"target must be an absolute path, got {self.target!r}")
+        if self.type == "bind" and not self.source.startswith("/"):
+            raise fail(f"a bind source must be an absolute path, got {self.source!r}")
+        if self.type == "volume" and not CONTAINER_NAME_RE.match(self.source):
+            raise fail(
+                f"volume name must match {CONTAINER_NAME_RE.pattern} (a host path needs "
+                f"type 'bind'), got {self.source!r}"
+            )
+        return self
+
+
+def parse_mount(text: str) -> dict[str, Any]:
+    """``"data:/var/lib/data:ro"`` → fields of :class:`MountModel` (Docker's ``-v`` syntax)."""
+    parts = text.split(":")
+    if (
+        len(parts) not in (2, 3)
+        or not all(parts)
+        or (len(parts) == 3 and parts[2] not in ("ro", "rw"))
+    ):
+        raise fail(f"must look like source:/target[:ro|rw], got {text!r}")
+    return {"source": parts[0], "target": parts[1], "read_only": parts[2:] == ["ro"]}
+
+
+class RowModel(_Strict):
+    """One desired container as written by a person; field names are the SQL column names."""
+
+    name: str
+    image: str
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = pydantic.Field(default_factory=dict)
+    labels: dict[str, str] = pydantic.Field(default_factory=dict)
+    node: str | None = None
+    state: types.DesiredState = types.DesiredState.RUNNING
+    ports: list[PortModel] = pydantic.Field(default_factory=list)
+    mounts: list[MountModel] = pydantic.Field(default_factory=list)
+    network: str | None = None
+    cpus: float | None = pydantic.Field(default=None, gt=0, allow_inf_nan=False)
+    memory_bytes: int | None = pydantic.Field(default=None, ge=MIN_MEMORY_BYTES, le=MAX_BIGINT)
+    user: str | None = None
+    workdir: str | None = None
+    stop_timeout: int | None = pydantic.Field(default=None, ge=0, le=MAX_INTEGER)
+
+    @pydantic.field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> str:
+        name = _text(value, optional=False)
+        if len(name) > MAX_NAME_LENGTH or not CONTAINER_NAME_RE.match(name):
+            raise fail(
+                f"must match {CONTAINER_NAME_RE.pattern} (Docker's container name rule, "
+                f"at most {MAX_NAME_LENGTH} characters), got {show(name)}"
+            )
+        return name
+
+    @pydantic.field_validator("image", "network", "user", mode="before")
+    @classmethod
+    def _word(cls, value: Any, info: pydantic.ValidationInfo) -> str | None:
+        optional = info.field_name != "image"
+        if value is None and optional:
+            return None
+        return _no_space(value, optional=optional)
+
+    @pydantic.field_validator("command", "entrypoint", mode="before")
+    @classmethod
+    def _argv(cls, value: Any, info: pydantic.ValidationInfo) -> list[str] | None:
+        value = _decoded(value, info)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise fail(f'must be a list of strings such as ["sleep", "3600"], got {show(value)}')
+        for i, arg in enumerate(value):
+            if not isinstance(arg, str):
+                raise fail(f"item {i} must be a string (quote it), got {show(arg)}")
+        return value
+
+    @pydantic.field_validator("env", "labels", mode="before")
+    @classmethod
+    def _maps(cls, value: Any, info: pydantic.ValidationInfo) -> dict[str, str]:
+        what = "variable names to values" if info.field_name == "env" else "label names to values"
+        result = _string_map(_decoded(value, info), what=what)
+        if info.field_name == "labels":
+            for key in result:
+                if key.startswith(RESERVED_LABEL_PREFIX):
+                    raise fail(f"{key!r}: label names starting with 'reconciler.' are reserved")
+        return result
+
+    @pydantic.field_validator("ports", "mounts", mode="before")
+    @classmethod
+    def _lists(cls, value: Any, info: pydantic.ValidationInfo) -> list[Any]:
+        value = _decoded(value, info)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise fail(f"must be a list, got {show(value)}")
+        return value
+
+    @pydantic.field_validator("node", mode="before")
+    @classmethod
+    def _node(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        node = _text(value)
+        if len(node) > MAX_NAME_LENGTH or not NODE_NAME_RE.match(node):
+            raise fail(f"must be a node name ({NODE_NAME_RE.pattern}) or null, got {show(node)}")
+        return node
+
+    @pydantic.field_validator("state", mode="before")
+    @classmethod
+    def _state(cls, value: Any) -> types.DesiredState:
+        if value not in ("running", "stopped"):
+            raise fail(f"must be 'running' or 'stopped', got {show(value)}")
+        return types.DesiredState(value)
+
+    @pydantic.field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise fail(f"must be a number of CPUs such as 0.5, got {show(value)}") from None
+        return value
+
+    @pydantic.field_validator("memory_bytes", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        value = parse_size(value) if isinstance(value, str) else value
+        if isinstance(value, int) and not isinstance(value, bool) and value < MIN_MEMORY_BYTES:
+            raise fail(
+                f"must be at least {MIN_MEMORY_BYTES} bytes (6 MiB, Docker's minimum), got {value}"
+            )
+        return value
+
+    @pydantic.field_validator("workdir", mode="before")
+    @classmethod
+    def _workdir(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not _text(value).startswith("/"):
+            raise fail(f"must be an absolute path, got {show(value)}")
+        return str(value)
+
+    @pydantic.model_validator(mode="after")
+    def _storable_text(self) -> RowModel:
+        # Docker cannot take these and PostgreSQL cannot store them in text or jsonb.
+        for field, value in self.model_dump().items():
+            problem = _unstorable(value)
+            if problem:
+                raise fail(f"{field}: must not contain {problem}")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _no_duplicates(self) -> RowModel:
+        published = [(p.host_ip, p.host_port, p.protocol) for p in self.ports if p.host_port]
+        for ip, port, protocol in published:
+            if published.count((ip, port, protocol)) > 1:
+                raise fail(f"ports: host port {port}/{protocol} is published twice")
+        targets = [m.target for m in self.mounts]
+        for target in targets:
+            if targets.count(target) > 1:
+                raise fail(f"mounts: target {target!r} is mounted twice")
+        return self
+
+
+def _unstorable(value: object) -> str | None:
+    """What makes ``value`` (or a string inside it) impossible to store or send, if anything."""
+    if isinstance(value, str):
+        if "\0" in value:
+            return "a NUL character"
+        if any("\ud800" <= c <= "\udfff" for c in value):
+            return "an unpaired surrogate (invalid Unicode)"
+        return None
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    if isinstance(items, list):
+        return next((p for p in map(_unstorable, items) if p), None)
+    return None
+
+
+def parse_size(text: str) -> int:
+    """``"512m"`` → 536870912 (binary units k, m, g, t, as ``docker run --memory``)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise fail(f"must be a number of bytes or a size such as '512m', got {show(text)}")
+    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])

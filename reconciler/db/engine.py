@@ -47,11 +47,11 @@ def make_engine(url: str | None = None, **kwargs: object) -> sa.Engine:
         engine = sa.create_engine(
             url,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)  # type: ignore[arg-type]
+    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
 
 
 def _sqlite_on_connect(dbapi_connection: object, _record: object) -> None:

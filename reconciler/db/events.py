@@ -24,8 +24,10 @@ class Event:
     type: str = "Normal"
 
 
-def record(conn: sa.Connection, object: str, reason: str, message: str, *, type: str = "Normal") -> None:
-    """Append one event, e.g. ``record(conn, "node/n1", "NodeUnhealthy", "...", type="Warning")``."""
+def record(
+    conn: sa.Connection, object: str, reason: str, message: str, *, type: str = "Normal"
+) -> None:
+    """Append one event: ``record(conn, "node/n1", "NodeUnhealthy", "...", type="Warning")``."""
     conn.execute(
         models.events.insert().values(object=object, reason=reason, message=message, type=type)
     )

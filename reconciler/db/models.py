@@ -79,9 +79,7 @@ nodes = sa.Table(
     sa.Column("memory_bytes", sa.BigInteger, nullable=True),
     sa.Column("engine_labels", Json, nullable=False, server_default=EMPTY_OBJECT),
     *_timestamps(),
-    sa.CheckConstraint(
-        "health IN ('pending', 'healthy', 'unhealthy')", name="health_known"
-    ),
+    sa.CheckConstraint("health IN ('pending', 'healthy', 'unhealthy')", name="health_known"),
 )
 
 desired_containers = sa.Table(
@@ -164,4 +162,14 @@ events = sa.Table(
     sa.Column("reason", sa.String(64), nullable=False),
     sa.Column("message", sa.Text, nullable=False, server_default=sa.text("''")),
     sa.Index("ix_events_time", "time"),
+)
+
+#: One row per watched table; triggers (revision 0002) bump ``generation`` on every change, and
+#: on PostgreSQL also ``NOTIFY reconciler_changes``. The daemon reads it to know, cheaply, whether
+#: the desired rows changed since its last pass.
+change_counters = sa.Table(
+    "change_counters",
+    metadata,
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default=sa.text("0")),
 )

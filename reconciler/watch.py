@@ -1,0 +1,116 @@
+"""Notice, within a few hundred milliseconds, that someone changed the desired rows.
+
+A change only *wakes* the reconcile loop (the pass then reads the rows itself); a missed
+notification costs at most one reconcile interval, never correctness.
+
+* SQLite: one dedicated connection polls ``PRAGMA data_version``, which changes when any other
+  connection commits. Our own status writes change it too, so on a change the watcher reads the
+  ``change_counters`` generation that only the ``desired_containers`` triggers bump, and wakes
+  the loop only when that moved.
+* PostgreSQL: ``LISTEN reconciler_changes``; the statement trigger sends a ``NOTIFY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from reconciler.db import changes
+
+log = logging.getLogger(__name__)
+
+
+class Watcher(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def make_watcher(
+    engine: sa.Engine, *, on_change: Callable[[], None], interval: float = 0.1
+) -> Watcher:
+    """The watcher that suits ``engine``'s dialect."""
+    if engine.dialect.name == "postgresql":
+        return PostgresWatcher(engine, on_change=on_change, interval=interval)
+    return SqliteWatcher(engine, on_change=on_change, interval=interval)
+
+
+class _WatcherThread:
+    def __init__(self, *, name: str) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._guarded_run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _guarded_run(self) -> None:
+        # A watcher that dies silently would turn "well under a second" into "one interval":
+        # log, wait a moment and watch again.
+        while not self._stopping.is_set():
+            try:
+                self._run()
+            except Exception:
+                log.exception("change watcher failed; restarting it")
+                self._stopping.wait(1.0)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteWatcher(_WatcherThread):
+    def __init__(
+        self, engine: sa.Engine, *, on_change: Callable[[], None], interval: float
+    ) -> None:
+        super().__init__(name="sqlite-watcher")
+        self._engine = engine
+        self._on_change = on_change
+        self._interval = interval
+
+    def _run(self) -> None:
+        with self._engine.connect() as conn:
+            last_version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+            last_generation = changes.generation(conn)
+            conn.rollback()
+            while not self._stopping.wait(self._interval):
+                version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+                if version == last_version:
+                    continue
+                last_version = version
+                generation = changes.generation(conn)
+                conn.rollback()  # end the read transaction so WAL checkpoints can proceed
+                if generation != last_generation:
+                    last_generation = generation
+                    self._on_change()
+
+
+class PostgresWatcher(_WatcherThread):
+    def __init__(
+        self, engine: sa.Engine, *, on_change: Callable[[], None], interval: float
+    ) -> None:
+        super().__init__(name="postgres-listener")
+        self._engine = engine
+        self._on_change = on_change
+        self._interval = interval
+
+    def _run(self) -> None:
+        import psycopg  # the `postgres` extra; only needed on PostgreSQL
+
+        url = self._engine.url.set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute(f"LISTEN {changes.NOTIFY_CHANNEL}")
+            # Anything that changed while we were not listening: wake once to be safe.
+            self._on_change()
+            while not self._stopping.is_set():
+                woke = False
+                for _ in conn.notifies(timeout=max(self._interval, 0.5)):
+                    woke = True
+                    break
+                if woke:
+                    self._on_change()

@@ -1,0 +1,54 @@
+"""The Docker boundary: the only package that imports ``docker``.
+
+Where this sits in a pass: ``nodes.Node`` refreshes its picture through an :class:`EngineClient`,
+the executor acts through the same client, and ``nodes.monitor`` reads :meth:`EngineClient.events`.
+Everything that leaves this package is a project value (``reconciler.types`` or the summaries in
+``convert``) or a project error (``reconciler.errors``, raised ``from`` the SDK exception).
+
+Guarantees:
+
+* Every call carries an explicit timeout (the client's ``timeout``; ``ping`` may pass a shorter
+  one). The event stream gets a socket read timeout (``idle_timeout``), so a silent stream ends
+  with :class:`errors.EventStreamIdle` instead of blocking forever.
+* The API version is negotiated (``version="auto"``), so Engine API 1.41 and newer both work.
+* Every HTTP request the SDK sends is counted in :attr:`EngineClient.calls` by operation
+  (``"GET /containers/json"``), the version negotiation and each event subscription included.
+* Errors are classified by exception class and HTTP status (``classify``); message text is read
+  only for the stale-task case, where the Engine API offers nothing else.
+
+Modules: ``client`` (connect, :class:`EngineClient`, :class:`EventStream`), ``convert`` (SDK
+dicts to values, container specs to create arguments), ``classify`` (exceptions to errors).
+"""
+
+from reconciler.docker_api.classify import classify
+from reconciler.docker_api.client import (
+    EVENT_TYPES,
+    EVENTS,
+    INSPECT_CONTAINER,
+    LIST_CONTAINERS,
+    LIST_IMAGES,
+    PING,
+    CallCounter,
+    EngineClient,
+    EventStream,
+    connect,
+    operation_path,
+)
+from reconciler.docker_api.convert import ContainerSummary, EngineEvent
+
+__all__ = [
+    "EVENTS",
+    "EVENT_TYPES",
+    "INSPECT_CONTAINER",
+    "LIST_CONTAINERS",
+    "LIST_IMAGES",
+    "PING",
+    "CallCounter",
+    "ContainerSummary",
+    "EngineClient",
+    "EngineEvent",
+    "EventStream",
+    "classify",
+    "connect",
+    "operation_path",
+]

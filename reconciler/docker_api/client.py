@@ -1,0 +1,410 @@
+"""Talk to one engine: :func:`connect`, :class:`EngineClient`, :class:`EventStream`.
+
+See the package docstring for the guarantees (timeouts, negotiation, call counting, errors).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import email.utils
+import ipaddress
+import json
+import re
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import docker
+import docker.errors
+import docker.tls
+import docker.types
+import requests
+from requests.sessions import merge_setting
+
+from reconciler import errors, types
+from reconciler.docker_api import convert
+from reconciler.docker_api.classify import classify, is_read_timeout
+
+#: Operation keys of :attr:`EngineClient.calls` that tests and benchmarks assert on.
+LIST_CONTAINERS = "GET /containers/json"
+INSPECT_CONTAINER = "GET /containers/{id}/json"
+LIST_IMAGES = "GET /images/json"
+PING = "GET /_ping"
+EVENTS = "GET /events"
+
+#: Event types the monitor subscribes to; the rest (network, volume, daemon…) change nothing
+#: that reconciler observes.
+EVENT_TYPES = ("container", "image")
+
+_COLLECTIONS = {"containers", "images", "networks", "volumes", "exec", "plugins"}
+_VERBS = {"json", "create", "prune", "load", "search", "get"}
+_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+")
+
+
+class CallCounter:
+    """Thread-safe count of HTTP requests by operation key."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, method: str, path: str) -> None:
+        key = f"{method} {operation_path(path)}"
+        with self._lock:
+            self._counts[key] += 1
+
+    def snapshot(self) -> collections.Counter[str]:
+        with self._lock:
+            return collections.Counter(self._counts)
+
+
+def operation_path(path: str) -> str:
+    """``/v1.41/containers/3f2a…/json?all=1`` → ``/containers/{id}/json``."""
+    path = _VERSION_PREFIX.sub("", path.split("?", 1)[0])
+    parts = path.split("/")
+    for i in range(2, len(parts)):
+        if parts[i - 1] in _COLLECTIONS and parts[i] not in _VERBS:
+            parts[i] = "{id}"
+    return "/".join(parts)
+
+
+class _CountingAPIClient(docker.APIClient):
+    """The SDK's low-level client, counting every request it sends (negotiation included)."""
+
+    def __init__(self, *args: Any, counter: CallCounter, **kwargs: Any) -> None:
+        self._counter = counter  # set first: the constructor already sends /version
+        super().__init__(*args, **kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self._counter.add(request.method or "?", request.path_url)
+        return super().send(request, **kwargs)
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> Any:
+        # The node row alone decides TLS and proxies. requests would let REQUESTS_CA_BUNDLE
+        # override the session's CA (psf/requests#3829): a right CA would fail to verify.
+        return {
+            "proxies": merge_setting(proxies, self.proxies),
+            "stream": merge_setting(stream, self.stream),
+            "verify": merge_setting(verify, self.verify),
+            "cert": merge_setting(cert, self.cert),
+        }
+
+
+def connect(
+    row: types.NodeRow, *, timeout: float, connect_timeout: float | None = None
+) -> EngineClient:
+    """A client for the engine of ``row``, API version negotiated.
+
+    ``timeout`` bounds every later call; ``connect_timeout`` (default ``timeout``) bounds the
+    negotiation. Raises an :class:`errors.EngineError` subclass, e.g.
+    :class:`errors.InsecureTransportRefused` for plain ``tcp://`` off loopback.
+    """
+    base_url, tls_dir, tls = _transport(row, timeout=connect_timeout or timeout)
+    counter = CallCounter()
+    try:
+        api = _CountingAPIClient(
+            counter=counter,
+            base_url=base_url,
+            version="auto",
+            timeout=connect_timeout or timeout,
+            tls=tls,
+            use_ssh_client=False,
+        )
+    except Exception as e:
+        if tls_dir:
+            shutil.rmtree(tls_dir, ignore_errors=True)
+        raise classify(e, node=row.name, doing=f"connect to {row.url}") from e
+    api.timeout = timeout  # type: ignore[assignment]  # stubs say int; requests takes float
+    return EngineClient(api=api, node=row.name, url=row.url, counter=counter, tls_dir=tls_dir)
+
+
+def _transport(
+    row: types.NodeRow, *, timeout: float
+) -> tuple[str, str | None, docker.tls.TLSConfig | bool]:
+    """Check the URL and build the TLS configuration: (base URL, temp folder, tls)."""
+    parts = urlsplit(row.url)
+    if parts.scheme == "unix":
+        return row.url, None, False
+    if parts.scheme == "ssh":
+        _check_ssh_port(row, timeout=timeout)
+        return row.url, None, False
+    if parts.scheme != "tcp":
+        raise errors.NodeConfigurationError(
+            f"node {row.name}: URL {row.url!r} has no supported scheme "
+            "(use unix://, tcp://host:port or ssh://user@host)",
+            node=row.name,
+        )
+    has_tls = bool(row.tls_ca_cert or row.tls_client_cert or row.tls_client_key)
+    if not has_tls:
+        if not (_is_loopback(parts.hostname) or row.allow_insecure_tcp):
+            raise errors.InsecureTransportRefused(
+                f"node {row.name}: refusing plain tcp:// to {parts.hostname}: without TLS anyone "
+                "who reaches that port controls the engine. Set tls_ca_cert, tls_client_cert and "
+                "tls_client_key on the row, or set allow_insecure_tcp = true if the network is "
+                "trusted",
+                node=row.name,
+            )
+        return row.url, None, False
+    values = _tls_values(row)
+    tls_dir = tempfile.mkdtemp(prefix=f"reconciler-tls-{row.name}-")
+    try:
+        ca, cert, key = (
+            _pem_file(value, Path(tls_dir, stem))
+            for value, stem in zip(values, ("ca.pem", "cert.pem", "key.pem"), strict=True)
+        )
+        config = docker.tls.TLSConfig(
+            client_cert=(cert, key) if cert and key else None, ca_cert=ca, verify=ca or True
+        )
+    except (OSError, docker.errors.DockerException) as e:
+        shutil.rmtree(tls_dir, ignore_errors=True)
+        raise errors.NodeConfigurationError(
+            f"node {row.name}: unusable TLS settings: {e}", node=row.name
+        ) from e
+    return "tcp://" + parts.netloc, tls_dir, config
+
+
+def _tls_values(row: types.NodeRow) -> tuple[str | None, str | None, str | None]:
+    """(CA, client cert, client key); a ``tls_ca_cert`` naming a folder means the folder's
+    ``ca.pem``, ``cert.pem`` and ``key.pem`` (the ``DOCKER_CERT_PATH`` layout)."""
+    ca, cert, key = row.tls_ca_cert, row.tls_client_cert, row.tls_client_key
+    if ca and not ca.lstrip().startswith("-----BEGIN") and Path(ca).expanduser().is_dir():
+        folder = Path(ca).expanduser()
+        return (
+            str(folder / "ca.pem"),
+            cert or str(folder / "cert.pem"),
+            key or str(folder / "key.pem"),
+        )
+    return ca, cert, key
+
+
+def _pem_file(value: str | None, path: Path) -> str | None:
+    """A TLS column holds PEM text (written to ``path``, mode 0600) or the path of a file."""
+    if not value:
+        return None
+    if value.lstrip().startswith("-----BEGIN"):
+        path.touch(mode=0o600)
+        path.write_text(value)
+        return str(path)
+    found = Path(value).expanduser()
+    if not found.is_file():
+        raise FileNotFoundError(f"{found} does not exist")
+    return str(found)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_ssh_port(row: types.NodeRow, *, timeout: float) -> None:
+    """Fail fast on an SSH host that refuses or drops TCP: paramiko's connect has no timeout."""
+    parts = urlsplit(row.url)
+    try:
+        with socket.create_connection((parts.hostname or "", parts.port or 22), timeout=timeout):
+            pass
+    except OSError as e:
+        raise classify(e, node=row.name, doing=f"connect to {row.url}") from e
+
+
+class EngineClient:
+    """One connection to one engine; thread-safe. Methods raise :class:`errors.EngineError`."""
+
+    def __init__(
+        self,
+        *,
+        api: docker.APIClient,
+        node: str,
+        url: str,
+        counter: CallCounter,
+        tls_dir: str | None,
+    ) -> None:
+        # Typed Any: a few SDK helpers used here (_get, _url, _stream_helper) are not in the stubs.
+        self._api: Any = api
+        self.node = types.NodeName(node)
+        self.url = url
+        self._counter = counter
+        self._tls_dir = tls_dir
+
+    @property
+    def api_version(self) -> str:
+        return str(self._api.api_version)
+
+    @property
+    def timeout(self) -> float:
+        return float(self._api.timeout)
+
+    @property
+    def calls(self) -> collections.Counter[str]:
+        """A copy of the count of HTTP requests sent so far, by operation key."""
+        return self._counter.snapshot()
+
+    @contextlib.contextmanager
+    def _translate(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:
+            raise classify(e, node=self.node, doing=f"{doing} on {self.url}") from e
+
+    def ping(self, *, timeout: float | None = None) -> None:
+        """Return when the engine answers ``/_ping`` within ``timeout`` (default: the client's)."""
+        with self._translate("ping"):
+            response = self._api._get(self._api._url("/_ping"), timeout=timeout or self.timeout)
+            self._api._raise_for_status(response)
+
+    def info(self) -> types.EngineInfo:
+        """The engine's facts, in one ``/info`` call."""
+        with self._translate("read engine info"):
+            raw = self._api.info()
+        labels = dict(str(item).partition("=")[::2] for item in raw.get("Labels") or [])
+        return types.EngineInfo(
+            engine_id=str(raw.get("ID") or ""),
+            name=str(raw.get("Name") or ""),
+            version=str(raw.get("ServerVersion") or ""),
+            api_version=self.api_version,
+            os=str(raw.get("OperatingSystem") or raw.get("OSType") or ""),
+            cpus=int(raw.get("NCPU") or 0),
+            memory_bytes=int(raw.get("MemTotal") or 0),
+            labels=labels,
+        )
+
+    def list_containers(self) -> list[convert.ContainerSummary]:
+        """Every container, running or not, in exactly one request."""
+        with self._translate("list containers"):
+            raw = self._api.containers(all=True)
+        return [convert.summary(c) for c in raw]
+
+    def inspect_container(self, container_id: str) -> types.ObservedContainer:
+        """The full picture of one container; :class:`errors.NotFound` when it is gone."""
+        with self._translate(f"inspect container {container_id[:12]}"):
+            raw = self._api.inspect_container(container_id)
+        return convert.observed(raw, node=self.node)
+
+    def list_images(self) -> list[types.ObservedImage]:
+        """Every tagged or untagged top-level image, in one request."""
+        with self._translate("list images"):
+            raw = self._api.images()
+        return [convert.image(i, node=self.node) for i in raw]
+
+    def create_container(
+        self, spec: types.ContainerSpec, *, labels: Mapping[str, str]
+    ) -> types.ContainerId:
+        """Create (not start) ``spec``, labelled with ``spec.labels`` plus ``labels``.
+
+        Raises :class:`errors.NameConflict` when the name is taken and
+        :class:`errors.ImageNotFound` when the image is not on the engine.
+        """
+        with self._translate(f"create container {spec.name}"):
+            created = self._api.create_container(**convert.create_args(self._api, spec, labels))
+        return types.ContainerId(created["Id"])
+
+    def start(self, container_id: str) -> None:
+        """Start a container; :class:`errors.StaleTask` means remove and recreate it."""
+        with self._translate(f"start container {container_id[:12]}"):
+            self._api.start(container_id)
+
+    def stop(self, container_id: str, *, timeout: int = 10) -> None:
+        """Stop gracefully, killing after ``timeout`` s (the request may take that much more)."""
+        with self._translate(f"stop container {container_id[:12]}"):
+            self._api.stop(container_id, timeout=timeout)
+
+    def remove(self, container_id: str, *, force: bool = True) -> None:
+        with self._translate(f"remove container {container_id[:12]}"):
+            self._api.remove_container(container_id, force=force)
+
+    def events(self, *, since: float | None, idle_timeout: float | None) -> EventStream:
+        """Subscribe to container and image events from ``since`` (engine clock, inclusive).
+
+        The subscription request itself uses the client's timeout; afterwards a read that waits
+        more than ``idle_timeout`` s ends the stream with :class:`errors.EventStreamIdle`.
+        """
+        params = {
+            "since": f"{since:.9f}" if since is not None else None,
+            "filters": json.dumps({"type": list(EVENT_TYPES)}),
+        }
+        with self._translate("subscribe to events"):
+            response = self._api._get(
+                self._api._url("/events"),
+                params=params,
+                stream=True,
+                timeout=(self.timeout, idle_timeout),
+            )
+            self._api._raise_for_status(response)
+        return EventStream(api=self._api, response=response, node=self.node, url=self.url)
+
+    def close(self) -> None:
+        """Close pooled connections and remove materialised TLS files. Idempotent."""
+        with contextlib.suppress(Exception):
+            self._api.close()
+        if self._tls_dir:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+
+
+class EventStream:
+    """An iterator of :class:`EngineEvent`; ``close()`` ends it at once from another thread.
+
+    Iteration ends with ``StopIteration`` when the engine ends the stream or after ``close()``,
+    raises :class:`errors.EventStreamIdle` after the idle timeout, and another
+    :class:`errors.EngineError` when the connection breaks.
+    """
+
+    def __init__(self, *, api: Any, response: requests.Response, node: str, url: str) -> None:
+        self._response = response
+        #: The engine's clock when the stream was opened (its ``Date`` header, whole seconds,
+        #: rounded down): every event from then on is delivered by this stream.
+        self.opened_at = _http_date(response.headers.get("Date"))
+        self._decoded = api._stream_helper(response, decode=True)
+        self._closed = threading.Event()
+        self._node = node
+        self._url = url
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> convert.EngineEvent:
+        while True:
+            try:
+                raw = next(self._decoded)
+            except StopIteration:
+                raise
+            except Exception as e:
+                if self._closed.is_set():
+                    raise StopIteration from None  # closed on purpose: a quiet end
+                if is_read_timeout(e):
+                    raise errors.EventStreamIdle(
+                        f"event stream from {self._url} was silent", node=self._node
+                    ) from e
+                raise classify(e, node=self._node, doing=f"read events from {self._url}") from e
+            event = convert.event(raw)
+            if event is not None:
+                return event
+
+    def close(self) -> None:
+        """Shut the socket down (wakes a blocked reader), then release the response."""
+        self._closed.set()
+        with contextlib.suppress(Exception):
+            docker.types.CancellableStream(iter(()), self._response).close()
+        with contextlib.suppress(Exception):
+            self._response.close()
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,273 @@
+"""The cluster: one ``nodes.node_mod.Node`` per row of ``nodes``, and their picture in SQL.
+
+Where this sits: the daemon starts one :class:`Cluster`; the controller reads
+:meth:`Cluster.snapshots` (for the planner) and :meth:`Cluster.handles` (for the executor). The
+cluster follows the table, so rows inserted, changed or deleted with plain SQL take effect within
+``poll_interval`` (1 s) plus a connect, without a restart:
+
+* a new row gets a ``Node`` (its health written ``pending``), connected once on its own threads;
+* a changed URL, TLS setting or ``allow_insecure_tcp`` replaces the node (old one stopped, its
+  observed rows dropped); changed labels or ``schedulable`` are taken in place;
+* a deleted row's node is stopped (monitor and connection closed) and its observed rows dropped.
+
+It is also every node's :class:`node.NodeObserver`: health changes go to ``db.node_state`` (and a
+transition to ``events``), pictures to ``db.observed`` as diffs, and anything that may change the
+plan calls ``on_change`` (the daemon's ``wake``). Two nodes reporting one engine ID are reported
+(log line and a Warning event), never a crash. A failed SQL write is logged and retried by the
+next change (the diff is computed against what the table holds).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from reconciler import config, types
+from reconciler.db import events, node_state, observed
+from reconciler.db import nodes as db_nodes
+from reconciler.nodes import health
+from reconciler.nodes import node as node_mod
+from reconciler.nodes.settings import NodeSettings
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two reads of the ``nodes`` table.
+DEFAULT_POLL_INTERVAL = 1.0
+
+
+def _connection_fields(row: types.NodeRow) -> tuple[object, ...]:
+    """What a ``Node`` cannot change in place: a change means a new connection."""
+    return (
+        row.url,
+        row.tls_ca_cert,
+        row.tls_client_cert,
+        row.tls_client_key,
+        row.allow_insecure_tcp,
+    )
+
+
+class Cluster:
+    """Follows the ``nodes`` table from :meth:`start` to :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        engine: sa.Engine,
+        settings: config.Settings | NodeSettings | None = None,
+        on_change: Callable[[], None] | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._engine = engine
+        if isinstance(settings, config.Settings):
+            settings = NodeSettings.from_config(settings)
+        self.settings = settings or NodeSettings()
+        self._on_change = on_change or (lambda: None)
+        self.poll_interval = poll_interval
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._nodes: dict[types.NodeName, node_mod.Node] = {}
+        self._engine_ids: dict[types.NodeName, str] = {}
+        self._duplicates_reported: set[frozenset[types.NodeName]] = set()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Read the table once (starting a node per row), then follow it on a thread."""
+        self.sync()
+        self._thread = threading.Thread(target=self._follow, name="cluster-nodes", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following the table and stop every node (monitors and connections closed)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            followed, self._nodes = list(self._nodes.values()), {}
+        self._stop_nodes(followed)
+
+    def wait_ready(self, *, timeout: float) -> bool:
+        """Wait until every node is refreshed or known unhealthy; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(
+                s.refreshed or s.health is types.Health.UNHEALTHY for s in self.snapshots().values()
+            ):
+                return True
+            time.sleep(0.05)
+        return False
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def snapshots(self) -> dict[types.NodeName, types.NodeSnapshot]:
+        with self._lock:
+            followed = list(self._nodes.values())
+        return {n.name: n.snapshot() for n in followed}
+
+    def handles(self) -> dict[types.NodeName, node_mod.Node]:
+        """Every followed node; the executor uses ``.client`` and ``.refresh_containers``."""
+        with self._lock:
+            return dict(self._nodes)
+
+    def node(self, name: str) -> node_mod.Node:
+        """The node called ``name``; KeyError if no row has that name (any more)."""
+        with self._lock:
+            return self._nodes[types.NodeName(name)]
+
+    # -- following the table ------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        while not self._stopping.wait(self.poll_interval):
+            try:
+                self.sync()
+            except Exception:
+                log.exception("cannot read the nodes table; trying again")
+
+    def sync(self) -> None:
+        """Bring the followed nodes in line with the table now (the thread does this every
+        ``poll_interval``)."""
+        with self._sync_lock:  # start() and the thread never overlap
+            self._sync()
+
+    def _sync(self) -> None:
+        with self._engine.connect() as conn:
+            rows = {r.name: r for r in db_nodes.list_nodes(conn)}
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            current = dict(self._nodes)
+            gone = [
+                n
+                for name, n in current.items()
+                if name not in rows or _connection_fields(rows[name]) != _connection_fields(n.row)
+            ]
+            for n in gone:
+                del self._nodes[n.name]
+            added = [self._new_node(r) for r in rows.values() if r.name not in self._nodes]
+            for n in added:
+                self._nodes[n.name] = n
+        self._stop_nodes(gone, forget=True)
+        for name, row in rows.items():
+            existing = current.get(name)
+            if existing is not None and existing not in gone and existing.row != row:
+                existing.update_row(row)  # reports its picture, which wakes the loop
+        for n in added:
+            self._write(functools.partial(_mark_pending, name=n.name))
+            log.info("following node %s at %s", n.name, n.row.url)
+            n.start()
+
+    def _new_node(self, row: types.NodeRow) -> node_mod.Node:
+        rng = random.Random(self._rng.random())
+        return node_mod.Node(row=row, settings=self.settings, observer=self, rng=rng)
+
+    def _stop_nodes(self, doomed: list[node_mod.Node], *, forget: bool = False) -> None:
+        """Stop nodes without waiting for a hung call to return (their threads end later and
+        report nothing); with ``forget``, drop their observed rows."""
+        for n in doomed:
+            n.stop(timeout=0)
+            with self._lock:
+                self._engine_ids.pop(n.name, None)
+            if forget:
+                log.info("no longer following node %s", n.name)
+                self._write(functools.partial(_drop_observed, name=n.name))
+        if doomed and forget:
+            self._on_change()
+
+    # -- NodeObserver ---------------------------------------------------------------------------
+
+    def health_changed(
+        self,
+        node: types.NodeName,
+        state: health.HealthState,
+        transition: health.Transition | None,
+    ) -> None:
+        event = None
+        if transition is not None:
+            kind = "Warning" if transition.warning else "Normal"
+            event = events.Event(f"node/{node}", transition.reason, transition.message, kind)
+        seen = _now() if state.health is types.Health.HEALTHY and transition else None
+        self._write(
+            lambda conn: node_state.write_health(
+                conn,
+                node=node,
+                health=state.health,
+                failures=state.failures,
+                last_error=state.last_error,
+                seen_at=seen,
+                event=event,
+            )
+        )
+        if transition is not None:
+            self._on_change()
+
+    def specs_read(self, node: types.NodeName, info: types.EngineInfo) -> None:
+        self._write(lambda conn: node_state.write_engine_info(conn, node=node, info=info))
+        self._check_duplicate(node, info.engine_id)
+
+    def picture_changed(
+        self, node: types.NodeName, snapshot: types.NodeSnapshot, *, full: bool
+    ) -> None:
+        now = _now()
+
+        def write(conn: sa.Connection) -> observed.SyncResult:
+            result = observed.sync_containers(
+                conn, node=node, containers=snapshot.containers, now=now
+            ) + observed.sync_images(conn, node=node, images=snapshot.images, now=now)
+            if full:
+                node_state.touch_seen(conn, node=node, at=now)
+            return result
+
+        result = self._write(write)
+        if result or not full:
+            self._on_change()
+
+    def _check_duplicate(self, name: types.NodeName, engine_id: str) -> None:
+        with self._lock:
+            self._engine_ids[name] = engine_id
+            twins = sorted(n for n, i in self._engine_ids.items() if i == engine_id and n != name)
+        for twin in twins:
+            pair = frozenset((name, twin))
+            if pair in self._duplicates_reported:
+                continue
+            self._duplicates_reported.add(pair)
+            message = (
+                f"nodes {twin} and {name} report the same engine ID {engine_id}: "
+                "they may be one engine registered twice"
+            )
+            log.warning("%s", message)
+            event = events.Event(f"node/{name}", "DuplicateEngineID", message, "Warning")
+            self._write(functools.partial(events.record_many, events=[event]))
+
+    def _write(self, work: Callable[[sa.Connection], object]) -> object:
+        """Run ``work`` in one transaction; log (not raise) a failure."""
+        try:
+            with self._engine.begin() as conn:
+                return work(conn)
+        except Exception:
+            log.exception("cannot write node state to the database")
+            return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _mark_pending(conn: sa.Connection, *, name: types.NodeName) -> None:
+    node_state.write_health(
+        conn, node=name, health=types.Health.PENDING, failures=0, last_error=None
+    )
+
+
+def _drop_observed(conn: sa.Connection, *, name: types.NodeName) -> None:
+    observed.drop_node(conn, node=name)

@@ -1,0 +1,412 @@
+"""One engine: connect, read its specs, refresh its containers and images, track its health.
+
+Where this sits: ``nodes.cluster`` keeps one :class:`Node` per row of ``nodes``; the planner reads
+:meth:`Node.snapshot`; the executor acts through :attr:`Node.client` and then calls
+:meth:`Node.refresh_containers` with the ids it touched.
+
+Each node runs a worker thread (refresh, heartbeat, specs, recovery) and, while reachable, an
+event monitor thread (``nodes.monitor``), so a hung engine only ever blocks its own threads.
+The worker's step, after classic Swarm's refresh loop:
+
+* not connected (pending, or unhealthy after the threshold): when the backoff allows, *recover*:
+  connect, read specs, start the event monitor (and wait until it is subscribed, so no event
+  falls between it and the refresh), full refresh, then ``healthy``;
+* suspect (healthy, but the last call failed): probe with a ping when the backoff allows;
+* otherwise: a forced full refresh when due (``refresh_interval`` ± ``refresh_jitter``), else an
+  inspect of just the containers that events named and a new image list if an image event came;
+  specs every ``spec_interval``; a ping when nothing proved the engine alive for
+  ``heartbeat_interval`` (an event or a successful call does).
+
+A full refresh is one container list call plus inspects of only what is new or changed, and one
+image list (``nodes.containers``). Every call's outcome feeds ``nodes.health``; a step stops at
+its first failure, so three failures take three backoff steps. Whatever changed is reported to a
+:class:`NodeObserver` (the cluster writes it to SQL).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
+
+from reconciler import docker_api, errors, types
+from reconciler.nodes import containers, health, monitor
+from reconciler.nodes.settings import NodeSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class NodeObserver(Protocol):
+    """What a node reports; called from the node's threads, one call at a time per node."""
+
+    def health_changed(
+        self, node: types.NodeName, state: health.HealthState, transition: health.Transition | None
+    ) -> None: ...
+
+    def specs_read(self, node: types.NodeName, info: types.EngineInfo) -> None: ...
+
+    def picture_changed(
+        self, node: types.NodeName, snapshot: types.NodeSnapshot, *, full: bool
+    ) -> None: ...
+
+
+class _Failed(Exception):
+    """A call failed and was recorded; the current step ends."""
+
+
+class Node:
+    """One engine, followed on its own threads from :meth:`start` to :meth:`stop`."""
+
+    def __init__(
+        self,
+        *,
+        row: types.NodeRow,
+        settings: NodeSettings | None = None,
+        observer: NodeObserver | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = row.name
+        self.settings = settings or NodeSettings()
+        self._row = row
+        self._observer = observer
+        self._rng = rng or random.Random()
+        self._policy = self.settings.policy
+        self._lock = threading.RLock()
+        self._notify_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._health = health.HealthState()
+        self._client: docker_api.EngineClient | None = None
+        self._monitor: monitor.EventMonitor | None = None
+        self._info: types.EngineInfo | None = None
+        self._cache = containers.ContainerCache(node=row.name)
+        self._refreshed = False
+        self._last_alive = 0.0
+        self._next_full = 0.0
+        self._next_specs = 0.0
+        self._snapshot: types.NodeSnapshot | None = None
+        #: Full refreshes done, and when the last one finished (monotonic); for tests and bench.
+        self.full_refreshes = 0
+        self.last_full_refresh_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"node-{self.name}", daemon=True)
+
+    # -- public ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, *, timeout: float = 5.0) -> None:
+        """Stop the threads, close the stream and the connection. The worker may finish a hung
+        call in the background (it is a daemon thread) but reports nothing after this."""
+        self._stopping.set()
+        self._wake.set()
+        self._teardown()
+        with self._notify_lock:
+            pass  # a report already under way finishes first; later ones see _stopping
+        if (
+            timeout > 0
+            and self._thread.is_alive()
+            and threading.current_thread() is not self._thread
+        ):
+            self._thread.join(timeout)
+
+    @property
+    def row(self) -> types.NodeRow:
+        return self._row
+
+    def update_row(self, row: types.NodeRow) -> None:
+        """Take new labels or ``schedulable`` (a new URL or TLS needs a new ``Node``)."""
+        with self._lock:
+            self._row = row
+            self._snapshot = None
+        self._notify_picture(full=False)
+
+    @property
+    def health_state(self) -> health.HealthState:
+        return self._health
+
+    @property
+    def info(self) -> types.EngineInfo | None:
+        return self._info
+
+    @property
+    def event_monitor(self) -> monitor.EventMonitor | None:
+        """The running event monitor, if any (tests cut its stream)."""
+        return self._monitor
+
+    @property
+    def client(self) -> docker_api.EngineClient:
+        """The live client; raises :class:`errors.EngineUnreachable` while not connected.
+
+        Report the outcome of calls made with it through :meth:`record_failure` (any call) and
+        :meth:`refresh_containers` (after changing containers).
+        """
+        client = self._client
+        if client is None:
+            reason = self._health.last_error or "not reached yet"
+            raise errors.EngineUnreachable(
+                f"node {self.name} is not connected: {reason}", node=self.name
+            )
+        return client
+
+    def snapshot(self) -> types.NodeSnapshot:
+        """The node as the planner sees it: immutable, rebuilt only after a change."""
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = types.NodeSnapshot(
+                    name=self.name,
+                    health=self._health.health,
+                    schedulable=self._row.schedulable,
+                    containers=self._cache.containers(),
+                    images=self._cache.images(),
+                    labels=dict(self._row.labels),
+                    refreshed=self._refreshed,
+                )
+            return self._snapshot
+
+    def refresh_containers(self, ids: Iterable[str]) -> None:
+        """Inspect ``ids`` now, on the caller's thread (gone ones are dropped); raises the
+        :class:`errors.EngineError` of a failed inspect after recording it."""
+        client = self.client
+        try:
+            changed = self._cache.inspect(client, [types.ContainerId(i) for i in ids])
+        except errors.EngineError as e:
+            self.record_failure(e)
+            raise
+        self._alive()
+        if changed:
+            self._changed(full=False)
+
+    def request_refresh(self) -> None:
+        """Ask for a full refresh as soon as the worker is free."""
+        self._next_full = 0.0
+        self._wake.set()
+
+    def record_failure(self, error: errors.EngineError) -> None:
+        """Count a failed call made with :attr:`client` (API answers such as 404 do not count)."""
+        if not _counts(error):
+            return
+        with self._lock:
+            now, policy = time.monotonic(), self._policy
+            state, transition = health.failed(
+                self._health, node=self.name, error=str(error), now=now, policy=policy
+            )
+            self._health = state
+            self._snapshot = None
+            if transition is not None:
+                self._refreshed = False
+        if transition is not None:
+            log.warning("%s", transition.message)
+            self._teardown()
+        else:
+            log.info("node %s: call failed (%d in a row): %s", self.name, state.failures, error)
+        self._notify_health(transition)
+        self._wake.set()
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._step(time.monotonic())
+            except _Failed:
+                pass  # recorded; the backoff decides when the next attempt runs
+            except Exception:
+                log.exception("node %s: unexpected error in the refresh loop", self.name)
+                self._stopping.wait(1.0)
+            self._wake.wait(self._sleep_time(time.monotonic()))
+            self._wake.clear()
+
+    def _step(self, now: float) -> None:
+        state = self._health
+        if self._client is None or state.health is types.Health.UNHEALTHY:
+            if state.attempt_due(now):
+                self._recover()
+            return
+        client = self._client
+        if state.suspect:
+            if state.attempt_due(now):
+                self._call(lambda: client.ping(timeout=self.settings.probe_timeout))
+                self._cleared()
+            return
+        if now >= self._next_full:
+            self._full_refresh(client)
+        else:
+            if dirty := self._cache.take_dirty():
+                self._apply(lambda: self._cache.inspect(client, dirty))
+            if self._cache.take_images_dirty():
+                self._apply(lambda: self._cache.refresh_images(client))
+        if now >= self._next_specs:
+            self._read_specs(client)
+        if time.monotonic() - self._last_alive >= self.settings.heartbeat_interval:
+            self._call(lambda: client.ping(timeout=self.settings.probe_timeout))
+
+    def _sleep_time(self, now: float) -> float:
+        state = self._health
+        if self._client is None or state.suspect or state.health is types.Health.UNHEALTHY:
+            deadlines = [state.next_attempt_at or now]
+        else:
+            deadlines = [
+                self._next_full,
+                self._next_specs,
+                self._last_alive + self.settings.heartbeat_interval,
+            ]
+        return max(0.0, min(deadlines) - now)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one call; record a failure and end the step with :class:`_Failed`."""
+        try:
+            result = fn()
+        except errors.EngineError as e:
+            self.record_failure(e)
+            raise _Failed from e
+        self._alive()
+        return result
+
+    def _apply(self, fn: Callable[[], bool]) -> None:
+        """Run a cache refresh; report the picture if it changed."""
+        if self._call(fn):
+            self._changed(full=False)
+
+    def _full_refresh(self, client: docker_api.EngineClient) -> None:
+        self._call(lambda: self._cache.refresh(client))
+        self._call(lambda: self._cache.refresh_images(client))
+        interval = self.settings.refresh_interval
+        jitter = self.settings.refresh_jitter * self._rng.uniform(-1.0, 1.0)
+        self._next_full = time.monotonic() + interval * (1.0 + jitter)
+        self.full_refreshes += 1
+        self.last_full_refresh_at = time.monotonic()
+        with self._lock:
+            self._refreshed = True
+        self._changed(full=True)
+
+    def _read_specs(self, client: docker_api.EngineClient) -> None:
+        info = self._call(client.info)
+        self._next_specs = time.monotonic() + self.settings.spec_interval
+        if info != self._info:
+            self._info = info
+            if self._observer is not None and not self._stopping.is_set():
+                with self._notify_lock:
+                    self._observer.specs_read(self.name, info)
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Connect, specs, monitor, full refresh, ``healthy``; any failure ends the attempt."""
+        self._teardown()
+        client = self._call(
+            lambda: docker_api.connect(
+                self._row,
+                timeout=self.settings.call_timeout,
+                connect_timeout=self.settings.probe_timeout,
+            )
+        )
+        try:
+            self._read_specs(client)
+            if self.settings.events:
+                self._start_monitor(client)
+            self._full_refresh(client)
+        except _Failed:
+            self._teardown(client)
+            raise
+        with self._lock:
+            abandoned = self._stopping.is_set()
+            if not abandoned:
+                self._health, transition = health.succeeded(self._health, node=self.name)
+                self._client = client
+                self._snapshot = None
+        if abandoned:  # stop() ran meanwhile: it could not see this client to close it
+            self._teardown(client)
+            return
+        if transition is not None:
+            version = self._info.version if self._info else "?"
+            log.info("%s (engine %s, API %s)", transition.message, version, client.api_version)
+        self._notify_health(transition)
+        self._changed(full=False)
+
+    def _start_monitor(self, client: docker_api.EngineClient) -> None:
+        """Start following events and wait (up to the call timeout) until subscribed, so no
+        event falls between the subscription and the full refresh that follows."""
+        watcher = self._new_monitor(client)
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._monitor = watcher
+        watcher.start()
+        watcher.subscribed.wait(self.settings.call_timeout)
+
+    def _new_monitor(self, client: docker_api.EngineClient) -> monitor.EventMonitor:
+        def probe() -> bool:
+            try:
+                self._call(lambda: client.ping(timeout=self.settings.probe_timeout))
+            except _Failed:
+                return False
+            return True
+
+        return monitor.EventMonitor(
+            node=self.name,
+            subscribe=lambda since: client.events(
+                since=since, idle_timeout=self.settings.stream_idle_timeout
+            ),
+            on_event=self._on_event,
+            on_error=self.record_failure,
+            probe=probe,
+            on_resubscribed=self.request_refresh,
+            policy=self._policy,
+        )
+
+    def _teardown(self, client: docker_api.EngineClient | None = None) -> None:
+        """Stop the monitor and close the client (or ``client``, a half-recovered one)."""
+        with self._lock:
+            watcher, self._monitor = self._monitor, None
+            current, self._client = self._client, None
+        if watcher is not None:
+            watcher.stop()
+        for c in {id(c): c for c in (current, client) if c is not None}.values():
+            c.close()
+
+    # -- events and bookkeeping -----------------------------------------------------------------
+
+    def _on_event(self, event: docker_api.EngineEvent) -> None:
+        self._alive()  # an event proves the engine alive as well as a ping would
+        if self._cache.note_event(event):
+            self._wake.set()
+
+    def _alive(self) -> None:
+        self._last_alive = time.monotonic()
+
+    def _cleared(self) -> None:
+        """A probe answered while suspect: the failures are forgiven, no transition."""
+        with self._lock:
+            failures = self._health.failures
+            self._health, _ = health.succeeded(self._health, node=self.name)
+        log.info("node %s answers again after %d failed calls", self.name, failures)
+        self._notify_health(None)
+
+    def _changed(self, *, full: bool) -> None:
+        with self._lock:
+            self._snapshot = None
+        self._notify_picture(full=full)
+
+    def _notify_picture(self, *, full: bool) -> None:
+        if self._observer is None or self._stopping.is_set():
+            return
+        with self._notify_lock:  # one at a time, each with the newest snapshot
+            self._observer.picture_changed(self.name, self.snapshot(), full=full)
+
+    def _notify_health(self, transition: health.Transition | None) -> None:
+        if self._observer is None or self._stopping.is_set():
+            return
+        with self._notify_lock:
+            self._observer.health_changed(self.name, self._health, transition)
+
+
+def _counts(error: errors.EngineError) -> bool:
+    """Does this failure count against health? Connection failures and 5xx do; 4xx do not."""
+    if isinstance(error, errors.EngineAPIError):
+        return error.temporary
+    return error.connection_failure or error.temporary

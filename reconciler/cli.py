@@ -256,11 +256,16 @@ _OUTPUT = click.option(
 @node.command("ls")
 @_OUTPUT
 @click.pass_context
-def node_ls(ctx: click.Context, fmt: output.Format) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Print node names only.")
+def node_ls(ctx: click.Context, fmt: output.Format, quiet: bool) -> None:
     """List nodes with their health and engine version."""
     with _store(ctx).connect() as conn:
-        rows = output.node_rows(nodes.list_node_status(conn))
-    output.emit(rows, fmt=fmt, columns=output.NODE_COLUMNS)
+        listing = nodes.list_node_status(conn)
+    if quiet:
+        for item in listing:
+            click.echo(item.name)
+        return
+    output.emit(output.node_rows(listing), fmt=fmt, columns=output.NODE_COLUMNS)
 
 
 @node.command("rm")
@@ -402,3 +407,7 @@ def delete(ctx: click.Context, names: tuple[str, ...]) -> None:
         desired.delete(conn, names)
     for name in dict.fromkeys(names):
         click.echo(f"{name} deleted")
+
+
+# The daemon's commands live in their own module; importing it registers them on ``main``.
+from reconciler import cli_run  # noqa: E402, F401

@@ -29,7 +29,7 @@ class Settings:
     failure_threshold: int = 3
     """Consecutive failed calls after which a node is marked ``unhealthy``."""
 
-    backoff_cap: float = 30.0
+    backoff_cap: float = 10.0
     """Upper bound, in seconds, of the exponential backoff between reconnects to an unhealthy
     node and between retries of a failing container."""
 

@@ -162,7 +162,8 @@ class NodeSnapshot:
 
     def has_image(self, ref: str) -> bool:
         """True when ``ref`` (``repo:tag``, ``repo`` meaning ``repo:latest``, or an id) is here."""
-        wanted = ref if (":" in ref.rsplit("/", 1)[-1] or ref.startswith("sha256:")) else f"{ref}:latest"
+        tagged = ":" in ref.rsplit("/", 1)[-1] or ref.startswith("sha256:")
+        wanted = ref if tagged else f"{ref}:latest"
         for image in self.images:
             if wanted in image.tags or image.id == ref or image.id == f"sha256:{ref}":
                 return True

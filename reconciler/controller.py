@@ -1,0 +1,277 @@
+"""One reconcile pass: load, plan, execute, record.
+
+```
+desired rows ──(cached by generation)──┐
+node snapshots (cluster, in memory) ───┼─▶ planning.plan ─▶ executor ─▶ status rows + events
+status rows (cached: backoff) ─────────┘
+```
+
+The pass is level-based: it reads everything it needs every time and never trusts an event to
+say what changed. It is cheap when nothing changed: the desired rows are re-read only when the
+``change_counters`` generation moved, status rows are written only when they differ, and the
+planner is pure CPU over in-memory snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from reconciler import backoff, executor, planning
+from reconciler.config import Settings
+from reconciler.db import changes, desired, status
+from reconciler.db import events as events_db
+from reconciler.types import DesiredContainer, NodeName, NodeSnapshot, Phase
+
+log = logging.getLogger(__name__)
+
+
+class NodeSource(Protocol):
+    """What the controller needs of the cluster (``nodes.cluster.Cluster`` provides it)."""
+
+    def snapshots(self) -> Mapping[NodeName, NodeSnapshot]: ...
+
+    def handles(self) -> Mapping[NodeName, executor.NodeHandle]: ...
+
+
+@dataclass(frozen=True)
+class PassResult:
+    plan: planning.Plan
+    outcomes: tuple[executor.Outcome, ...]
+    #: Rows whose status changed in this pass.
+    status_changes: int
+    seconds: float
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if not o.ok)
+
+
+class Controller:
+    """Holds the caches one pass hands to the next; ``reconcile`` runs one pass."""
+
+    def __init__(
+        self,
+        *,
+        engine: sa.Engine,
+        cluster: NodeSource,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._engine = engine
+        self._cluster = cluster
+        self._settings = settings
+        self._clock = clock
+        self._jitter = jitter
+        self._executor = executor.Executor(max_per_node=settings.max_actions_per_node)
+        self._generation: int | None = None
+        self._desired: Sequence[DesiredContainer] = ()
+        self._status: status.StatusCache | None = None
+        self._limiter = backoff.RateLimiter.full(
+            capacity=settings.retry_burst, rate=settings.retries_per_second, now=clock()
+        )
+
+    def close(self) -> None:
+        self._executor.close()
+
+    def plan(self) -> planning.Plan:
+        """The plan a pass would carry out now; changes nothing."""
+        rows, backoffs = self._load()
+        return planning.plan(rows, self._cluster.snapshots(), now=self._clock(), backoff=backoffs)
+
+    def reconcile(self) -> PassResult:
+        """Run one pass. Raises only when the database cannot be read or written."""
+        started = time.monotonic()
+        rows, backoffs = self._load()
+        now = self._clock()
+        the_plan = planning.plan(rows, self._cluster.snapshots(), now=now, backoff=backoffs)
+        actions, limited = self._rate_limit(the_plan.actions, backoffs, now)
+        outcomes = self._executor.execute(actions, self._cluster.handles())
+        wanted = self._status_rows(rows, the_plan, limited, outcomes, now=self._clock())
+        written = self._record(wanted, outcomes)
+        result = PassResult(the_plan, tuple(outcomes), written, time.monotonic() - started)
+        if the_plan.changes or written:
+            log.info("pass: %s (%.2fs)", the_plan.summary(), result.seconds)
+        return result
+
+    # -- load ---------------------------------------------------------------------------
+
+    def _load(self) -> tuple[Sequence[DesiredContainer], dict[str, backoff.RowBackoff]]:
+        with self._engine.connect() as conn:
+            generation = changes.generation(conn)
+            if generation != self._generation:
+                # Read the rows after the counter: a change in between is seen next pass.
+                self._desired = desired.load(conn)
+                self._generation = generation
+            if self._status is None:
+                self._status = status.StatusCache.load(conn)
+        backoffs = {
+            name: backoff.RowBackoff(row.failures, row.next_attempt_at, row.spec_hash, row.message)
+            for name, row in self._status.rows().items()
+            if row.failures and row.next_attempt_at is not None
+        }
+        return self._desired, backoffs
+
+    def _rate_limit(
+        self,
+        actions: Sequence[planning.Action],
+        backoffs: Mapping[str, backoff.RowBackoff],
+        now: float,
+    ) -> tuple[list[planning.Action], list[planning.Blocked]]:
+        """Let retries of failing rows through only as fast as the global budget allows."""
+        allowed: list[planning.Action] = []
+        limited: list[planning.Blocked] = []
+        for action in actions:
+            name = action.name
+            if name is not None and name in backoffs and not isinstance(action, planning.Blocked):
+                ok, self._limiter = self._limiter.take(now)
+                if not ok:
+                    limited.append(
+                        planning.Blocked(
+                            name,
+                            Phase.FAILED,
+                            f"{backoffs[name].message} (retry rate-limited)",
+                            cause="rate-limited",
+                        )
+                    )
+                    continue
+            allowed.append(action)
+        return allowed, limited
+
+    # -- record -------------------------------------------------------------------------
+
+    def _status_rows(
+        self,
+        rows: Sequence[DesiredContainer],
+        the_plan: planning.Plan,
+        limited: Sequence[planning.Blocked],
+        outcomes: Sequence[executor.Outcome],
+        *,
+        now: float,
+    ) -> dict[str, status.StatusRow]:
+        assert self._status is not None
+        hashes = {row.name: row.spec_hash for row in rows}
+        wanted: dict[str, status.StatusRow] = {}
+
+        def previous(name: str) -> status.StatusRow | None:
+            return self._status.get(name) if self._status else None
+
+        for name, s in the_plan.statuses.items():
+            wanted[name] = status.StatusRow(
+                name, s.phase, s.node, s.container_id, s.message, hashes.get(name)
+            )
+        for action in [*the_plan.actions, *limited]:
+            if isinstance(action, planning.Blocked):
+                old = previous(action.name)
+                keep_backoff = old is not None and old.spec_hash == hashes.get(action.name)
+                wanted[action.name] = status.StatusRow(
+                    action.name,
+                    action.phase,
+                    action.node,
+                    action.container_id,
+                    action.reason,
+                    hashes.get(action.name),
+                    failures=old.failures if old and keep_backoff else 0,
+                    next_attempt_at=old.next_attempt_at if old and keep_backoff else None,
+                )
+        for outcome in outcomes:
+            acted_on = outcome.name
+            if acted_on is None or acted_on not in hashes or outcome.phase is None:
+                continue  # a removal of an orphan or duplicate: no row of its own
+            name = acted_on
+            if outcome.ok:
+                wanted[name] = status.StatusRow(
+                    name,
+                    outcome.phase,
+                    outcome.node,
+                    outcome.container_id,
+                    outcome.message,
+                    hashes[name],
+                )
+                continue
+            old = previous(name)
+            entry = backoff.record_failure(
+                backoff.RowBackoff(old.failures, old.next_attempt_at or now, old.spec_hash)
+                if old
+                else None,
+                now=now,
+                spec_hash=hashes[name],
+                message=outcome.message,
+                jitter=self._jitter(),
+                cap=self._settings.row_backoff_cap,
+            )
+            wanted[name] = status.StatusRow(
+                name,
+                Phase.FAILED,
+                outcome.node,
+                outcome.container_id,
+                f"{outcome.message} (retry in {entry.next_attempt_at - now:.0f}s)",
+                hashes[name],
+                entry.failures,
+                entry.next_attempt_at,
+            )
+        for row in rows:  # every desired row has a status row, if only "pending"
+            if row.name not in wanted:
+                old = previous(row.name)
+                wanted[row.name] = old or status.StatusRow(row.name, Phase.PENDING)
+        return wanted
+
+    def _record(
+        self, wanted: Mapping[str, status.StatusRow], outcomes: Sequence[executor.Outcome]
+    ) -> int:
+        assert self._status is not None
+        upserts, deletes = self._status.changes(wanted)
+        # Keep the message stable across passes for a row that stays blocked for the same
+        # reason: only phase/node/container/message changes are events worth a row.
+        events = [_event(o) for o in outcomes]
+        events += [
+            events_db.Event(f"container/{row.name}", "Blocked", row.message, "Warning")
+            for row in upserts
+            if row.phase in (Phase.FAILED, Phase.UNSCHEDULABLE)
+            and not any(o.name == row.name for o in outcomes)
+            and _message_changed(self._status.get(row.name), row)
+        ]
+        if not upserts and not deletes and not events:
+            return 0
+        with self._engine.begin() as conn:
+            status.upsert(conn, upserts, now=self._clock())
+            status.delete(conn, deletes)
+            events_db.record_many(conn, events)
+        self._status.remember(upserts, deletes)
+        return len(upserts) + len(deletes)
+
+
+def _message_changed(old: status.StatusRow | None, new: status.StatusRow) -> bool:
+    return old is None or old.phase != new.phase or old.message != new.message
+
+
+_REASONS = {
+    planning.Create: "Created",
+    planning.Recreate: "Recreated",
+    planning.Start: "Started",
+    planning.Stop: "Stopped",
+    planning.Remove: "Removed",
+}
+
+
+def _event(outcome: executor.Outcome) -> events_db.Event:
+    obj = f"container/{outcome.name}" if outcome.name else f"container/{outcome.container_id}"
+    if outcome.ok:
+        where = f" on {outcome.node}" if outcome.node else ""
+        return events_db.Event(obj, _REASONS[type(outcome.action)], outcome.message + where)
+    return events_db.Event(obj, "Failed", outcome.message, "Warning")
+
+
+def converged(result: PassResult) -> bool:
+    """True when the pass found nothing to do."""
+    return not result.plan.changes
+
+
+__all__ = ["Controller", "NodeSource", "PassResult", "converged"]

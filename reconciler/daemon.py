@@ -1,0 +1,169 @@
+"""``reconciler run``: the long-running process that keeps the fleet converged.
+
+APScheduler drives one reconcile job (every ``--interval`` seconds, ``max_instances=1``,
+``coalesce=True``) and a housekeeping job that trims the events log. Between ticks, three kinds
+of hint bring the next pass forward through ``wake()``:
+
+* an event monitor saw a container or image change on a node (``Cluster``'s ``on_change``),
+* a node changed health,
+* somebody changed the desired rows (``watch``: ``PRAGMA data_version`` or ``LISTEN``).
+
+A wake that arrives while a pass runs is not lost: the job runs another pass straight after.
+
+SIGTERM and SIGINT stop taking work: no new pass starts, queued actions are dropped, in-flight
+Docker calls finish (each is bounded by the call timeout), monitors close, exit status 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+import sqlalchemy as sa
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from reconciler import controller, planning, watch
+from reconciler.config import Settings
+from reconciler.db import events as events_db
+from reconciler.db import migrate
+from reconciler.nodes import cluster as cluster_mod
+
+log = logging.getLogger(__name__)
+# APScheduler warns each time an interval tick finds the previous pass still running; with
+# max_instances=1 that is the intended behaviour, not news.
+logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+
+RECONCILE_JOB = "reconcile"
+
+
+class Daemon:
+    def __init__(self, *, engine: sa.Engine, settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._stopping = threading.Event()
+        self._dirty = threading.Event()
+        self._in_pass = threading.Event()
+        self.cluster = cluster_mod.Cluster(engine=engine, settings=settings, on_change=self.wake)
+        self.controller = controller.Controller(
+            engine=engine, cluster=self.cluster, settings=settings
+        )
+        self._scheduler = BackgroundScheduler(timezone=dt.UTC)
+        self._watcher = watch.make_watcher(
+            engine, on_change=self.wake, interval=settings.watch_interval
+        )
+        self.passes = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or ``stop()``); return once everything is closed."""
+        migrate.require_head(self._engine)
+        self._install_signal_handlers()
+        log.info("reconciler starting (interval %.1fs)", self._settings.reconcile_interval)
+        self.cluster.start()
+        # Give every node one chance to be refreshed before the first pass, so a batch of rows
+        # waiting at start-up spreads over all nodes instead of the first one to answer.
+        self.cluster.wait_ready(timeout=self._settings.docker_timeout)
+        self._watcher.start()
+        self._scheduler.add_job(
+            self._reconcile_job,
+            "interval",
+            seconds=self._settings.reconcile_interval,
+            id=RECONCILE_JOB,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
+        self._scheduler.add_job(self._trim_events, "interval", seconds=60, id="trim-events")
+        self._scheduler.start()
+        try:
+            while not self._stopping.wait(0.5):
+                pass
+        finally:
+            self._shutdown()
+
+    def run_once(self, *, ready_timeout: float = 30.0) -> controller.PassResult:
+        """Connect to every node, wait for their first refresh, run one pass, close."""
+        migrate.require_head(self._engine)
+        self.cluster.start()
+        try:
+            self.cluster.wait_ready(timeout=ready_timeout)
+            return self.controller.reconcile()
+        finally:
+            self.controller.close()
+            self.cluster.stop()
+
+    def plan(self, *, ready_timeout: float = 30.0) -> planning.Plan:
+        """Connect to every node, wait for their first refresh, and plan; change nothing."""
+        migrate.require_head(self._engine)
+        self.cluster.start()
+        try:
+            self.cluster.wait_ready(timeout=ready_timeout)
+            return self.controller.plan()
+        finally:
+            self.controller.close()
+            self.cluster.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def wake(self) -> None:
+        """Bring the next pass forward (called from monitor and watcher threads)."""
+        self._dirty.set()
+        if self._stopping.is_set() or self._in_pass.is_set():
+            return  # the running pass sees _dirty and runs again
+        # Not scheduled yet, or shut down already: the first pass reads everything anyway.
+        with contextlib.suppress(JobLookupError, RuntimeError):
+            self._scheduler.modify_job(RECONCILE_JOB, next_run_time=dt.datetime.now(dt.UTC))
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def _reconcile_job(self) -> None:
+        # Loop while wakes arrived during the pass: APScheduler skips a run that would overlap.
+        # ``_in_pass`` is cleared *before* ``_dirty`` is read, and ``wake`` sets ``_dirty``
+        # *before* reading ``_in_pass``, so a wake is never lost between the two.
+        while not self._stopping.is_set():
+            self._in_pass.set()
+            self._dirty.clear()
+            try:
+                self.controller.reconcile()
+            except Exception:
+                log.exception("reconcile pass failed; the next one retries")
+            finally:
+                self.passes += 1
+                self._in_pass.clear()
+            if not self._dirty.is_set():
+                return
+
+    def _trim_events(self) -> None:
+        with self._engine.begin() as conn:
+            trimmed = events_db.trim(conn, keep=self._settings.events_kept)
+        if trimmed:
+            log.debug("trimmed %d old events", trimmed)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # tests run the daemon in a thread and call stop()
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: finishing in-flight work", signal.Signals(signum).name)
+            self._stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def _shutdown(self) -> None:
+        started = time.monotonic()
+        self._watcher.stop()
+        self.controller.close()  # drops queued actions, waits for in-flight Docker calls
+        self._scheduler.shutdown(wait=True)  # the running pass records what it did
+        self.cluster.stop()
+        log.info("reconciler stopped in %.1fs", time.monotonic() - started)

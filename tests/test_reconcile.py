@@ -211,12 +211,50 @@ def test_missing_image_is_reported_then_converges_once_the_image_arrives(engines
     with running_daemon(sqlite_url, engines) as d:
         store = d._engine
         insert(store, {"name": name, "image": image, "command": SLEEP, "node": "n1"})
-        row = wait_for(lambda: (r := status(store).get(name)) and r["phase"] == "failed" and r,
-                       timeout=15, message="missing image reported")
+        row = wait_for(
+            lambda: (r := status(store).get(name)) and r["phase"] == "failed" and r,
+            timeout=15,
+            message="missing image reported",
+        )
         assert f"image {image} not found on node n1" in row["message"], row
         engines[0].docker("tag", "busybox:local", image)
         try:
-            wait_for(lambda: _running(store, [name]), timeout=10,
-                     message="converged after the image was tagged")
+            wait_for(
+                lambda: _running(store, [name]),
+                timeout=10,
+                message="converged after the image was tagged",
+            )
         finally:
             engines[0].docker("rmi", "-f", image, check=False)
+
+
+def test_a_hung_node_keeps_its_containers_as_unknown_and_others_keep_converging(
+    engines, sqlite_url
+):
+    pinned, later = _unique("pinned"), _unique("later")
+    with running_daemon(sqlite_url, engines, docker_timeout=2.0) as d:
+        store = d._engine
+        insert(store, {"name": pinned, "image": "busybox:local", "command": SLEEP, "node": "n2"})
+        before = wait_for(lambda: _running(store, [pinned]), timeout=30)[pinned]
+        engines[1].pause()  # SIGSTOP: every call to n2 hangs until its timeout
+        try:
+            wait_for(
+                lambda: status(store)[pinned]["phase"] == "unknown",
+                timeout=30,
+                message="the hung node's container shown as unknown",
+            )
+            insert(store, {"name": later, "image": "busybox:local", "command": SLEEP})
+            row = wait_for(
+                lambda: _running(store, [later]),
+                timeout=10,
+                message="a new row converges elsewhere while n2 hangs",
+            )[later]
+            assert row["node"] in ("n1", "n3")
+        finally:
+            engines[1].resume()
+        after = wait_for(
+            lambda: (r := status(store)[pinned])["phase"] == "running" and r,
+            timeout=20,
+            message="running again after SIGCONT",
+        )
+        assert after["container_id"] == before["container_id"], "kept its place, not recreated"

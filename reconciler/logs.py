@@ -36,3 +36,6 @@ def configure(*, fmt: str = "text", level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Libraries that narrate every step at INFO: their warnings still show.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -16,12 +16,14 @@ from typing import Any
 
 import docker
 import sqlalchemy as sa
+from waiting import wait_for
 
 from reconciler.config import Settings
 from reconciler.daemon import Daemon
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
 from reconciler.sandbox.engines import SandboxEngine
+from reconciler.types import Health
 
 FAST = {
     "reconcile_interval": 2.0,
@@ -54,6 +56,14 @@ def running_daemon(
     thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
     thread.start()
     try:
+        # Tests start from a fleet that is up: every node healthy and refreshed (the session's
+        # engines may still be coming back from an earlier test that stopped one).
+        wait_for(
+            lambda: len(snaps := daemon.cluster.snapshots()) == len(engines)
+            and all(s.refreshed and s.health is Health.HEALTHY for s in snaps.values()),
+            timeout=60,
+            message="every node healthy and refreshed",
+        )
         yield daemon
     finally:
         daemon.stop()

@@ -51,12 +51,74 @@ class SyncResult:
 
 
 def sync_containers(
-    conn: sa.Connection, *, node: NodeName, containers: Iterable[ObservedContainer], now: datetime
+    conn: sa.Connection,
+    *,
+    node: NodeName,
+    containers: Iterable[ObservedContainer],
+    now: datetime,
+    previous: Mapping[str, ObservedContainer] | None = None,
 ) -> SyncResult:
-    """Make ``node``'s rows equal ``containers``, writing only the difference."""
-    wanted: dict[str, dict[str, Any]] = {c.id: _container_row(c) for c in containers}
+    """Make ``node``'s rows equal ``containers``, writing only the difference.
+
+    ``previous`` is what the caller last wrote for ``node`` (see :class:`Mirror`): with it
+    nothing is read back and only the containers that differ from it are converted to rows;
+    without it the node's rows are read and compared column by column.
+    """
     fields = _CONTAINER_FIELDS
-    return _sync(conn, _c, _c.c.container_id, node=node, wanted=wanted, fields=fields, now=now)
+    if previous is None:
+        wanted: dict[str, dict[str, Any]] = {c.id: _container_row(c) for c in containers}
+        return _sync(conn, _c, _c.c.container_id, node=node, wanted=wanted, fields=fields, now=now)
+    current = {c.id: c for c in containers}
+    new = [
+        {"node": node, "container_id": cid, **_container_row(c), "observed_at": now}
+        for cid, c in current.items()
+        if cid not in previous
+    ]
+    changed = [
+        {"b_key": cid, **{f: row[f] for f in fields}, "observed_at": now}
+        for cid, c in current.items()
+        # the node's cache hands back the very same object for an unchanged container
+        if cid in previous and previous[cid] is not c and previous[cid] != c
+        for row in (_container_row(c),)
+    ]
+    gone = [cid for cid in previous if cid not in current]
+    return _write_diff(
+        conn, _c, _c.c.container_id, node=node, fields=fields, new=new, changed=changed, gone=gone
+    )
+
+
+class Mirror:
+    """What was last written for each node, so the next write is a diff taken in memory.
+
+    The cluster writes a node's picture after every refresh that changed it; during a burst of
+    events that is many writes of a picture that differs in one or two containers. Comparing
+    against the remembered picture (by identity first) avoids reading the node's rows back and
+    converting every container on each write. Call :meth:`remember` only after the transaction
+    that wrote the picture has committed, and :meth:`forget` when a node's rows are dropped.
+    """
+
+    def __init__(self) -> None:
+        self._containers: dict[NodeName, dict[str, ObservedContainer]] = {}
+        self._images: dict[NodeName, tuple[ObservedImage, ...]] = {}
+
+    def previous(self, node: NodeName) -> Mapping[str, ObservedContainer] | None:
+        return self._containers.get(node)
+
+    def images_changed(self, node: NodeName, images: tuple[ObservedImage, ...]) -> bool:
+        return self._images.get(node) != images
+
+    def remember(
+        self,
+        node: NodeName,
+        containers: Iterable[ObservedContainer],
+        images: tuple[ObservedImage, ...],
+    ) -> None:
+        self._containers[node] = {c.id: c for c in containers}
+        self._images[node] = images
+
+    def forget(self, node: NodeName) -> None:
+        self._containers.pop(node, None)
+        self._images.pop(node, None)
 
 
 def sync_images(
@@ -138,6 +200,22 @@ def _sync(
         if k in current and any(_differs(current[k][f], v[f]) for f in fields)
     ]
     gone = [k for k in current if k not in wanted]
+    return _write_diff(
+        conn, table, key, node=node, fields=fields, new=new, changed=changed, gone=gone
+    )
+
+
+def _write_diff(
+    conn: sa.Connection,
+    table: sa.Table,
+    key: sa.Column[Any],
+    *,
+    node: NodeName,
+    fields: tuple[str, ...],
+    new: list[dict[str, Any]],
+    changed: list[dict[str, Any]],
+    gone: list[str],
+) -> SyncResult:
     if new:
         conn.execute(table.insert(), new)
     if changed:

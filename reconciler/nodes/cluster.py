@@ -76,6 +76,7 @@ class Cluster:
         self._sync_lock = threading.Lock()
         self._nodes: dict[types.NodeName, node_mod.Node] = {}
         self._engine_ids: dict[types.NodeName, str] = {}
+        self._mirror = observed.Mirror()
         self._duplicates_reported: set[frozenset[types.NodeName]] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -178,6 +179,7 @@ class Cluster:
             n.stop(timeout=0)
             with self._lock:
                 self._engine_ids.pop(n.name, None)
+                self._mirror.forget(n.name)
             if forget:
                 log.info("no longer following node %s", n.name)
                 self._write(functools.partial(_drop_observed, name=n.name))
@@ -219,16 +221,26 @@ class Cluster:
         self, node: types.NodeName, snapshot: types.NodeSnapshot, *, full: bool
     ) -> None:
         now = _now()
+        with self._lock:
+            previous = self._mirror.previous(node)
+            images_changed = self._mirror.images_changed(node, snapshot.images)
 
         def write(conn: sa.Connection) -> observed.SyncResult:
             result = observed.sync_containers(
-                conn, node=node, containers=snapshot.containers, now=now
-            ) + observed.sync_images(conn, node=node, images=snapshot.images, now=now)
+                conn, node=node, containers=snapshot.containers, now=now, previous=previous
+            )
+            if images_changed:
+                result += observed.sync_images(conn, node=node, images=snapshot.images, now=now)
             if full:
                 node_state.touch_seen(conn, node=node, at=now)
             return result
 
         result = self._write(write)
+        with self._lock:
+            if result is None:
+                self._mirror.forget(node)  # the write failed: compare with the table next time
+            else:
+                self._mirror.remember(node, snapshot.containers, snapshot.images)
         if result or not full:
             self._on_change()
 

@@ -296,6 +296,9 @@ ROW_COMMANDS = [
     pytest.param(["node", "cordon", "n1"], id="node-cordon"),
     pytest.param(["delete", "w1"], id="delete"),
     pytest.param(["apply", "-f", str(ROOT / "examples" / "desired.yaml")], id="apply"),
+    pytest.param(["run"], id="run"),
+    pytest.param(["run", "--once"], id="run-once"),
+    pytest.param(["plan"], id="plan"),
 ]
 
 

@@ -258,3 +258,28 @@ def test_a_hung_node_keeps_its_containers_as_unknown_and_others_keep_converging(
             message="running again after SIGCONT",
         )
         assert after["container_id"] == before["container_id"], "kept its place, not recreated"
+
+
+def test_a_sqlite3_shell_and_the_daemon_write_side_by_side(engines, sqlite_url):
+    """WAL + busy timeouts: inserts from the sqlite3 program while the daemon writes status."""
+    import subprocess
+
+    database = sa.make_url(sqlite_url).database
+    names = [_unique("shell") for _ in range(15)]
+    with running_daemon(sqlite_url, engines) as d:
+        for name in names:  # one process per INSERT, as a person at a prompt would
+            done = subprocess.run(
+                [
+                    "sqlite3",
+                    "-cmd",
+                    ".timeout 5000",
+                    database,
+                    f"INSERT INTO desired_containers (name, image, command) "
+                    f"VALUES ('{name}', 'busybox:local', '[\"sleep\", \"3600\"]')",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0 and not done.stderr, done.stderr
+        wait_for(lambda: _running(d._engine, names), timeout=30)

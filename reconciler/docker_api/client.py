@@ -80,6 +80,9 @@ class _CountingAPIClient(docker.APIClient):
     def __init__(self, *args: Any, counter: CallCounter, **kwargs: Any) -> None:
         self._counter = counter  # set first: the constructor already sends /version
         super().__init__(*args, **kwargs)
+        # Nothing in the environment applies to an engine connection (no ~/.netrc lookup on
+        # every request either: it showed in profiles of a busy daemon).
+        self.trust_env = False
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         self._counter.add(request.method or "?", request.path_url)

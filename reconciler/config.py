@@ -45,7 +45,7 @@ class Settings:
     log_format: LogFormat = "text"
     """``text`` for people, ``json`` (one object per line) for log collectors."""
 
-    watch_interval: float = 0.1
+    watch_interval: float = 0.05
     """Seconds between two looks at SQLite's ``PRAGMA data_version`` (PostgreSQL uses
     ``LISTEN`` and is told at once)."""
 

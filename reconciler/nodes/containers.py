@@ -31,6 +31,10 @@ _IGNORED_ACTIONS = frozenset(
 )
 
 
+#: How many removed containers to remember, so late events about them cost no inspect.
+_MAX_TOMBSTONES = 4096
+
+
 @dataclass(frozen=True)
 class _Entry:
     container: types.ObservedContainer
@@ -52,7 +56,10 @@ class ContainerCache:
         self._lock = threading.Lock()
         self._entries: dict[types.ContainerId, _Entry] = {}
         self._images: dict[str, types.ObservedImage] = {}
-        self._dirty: set[types.ContainerId] = set()
+        #: container → sequence number taken when its latest event arrived
+        self._dirty: dict[types.ContainerId, int] = {}
+        #: removed container → sequence number of the observation that saw it gone
+        self._tombstones: dict[types.ContainerId, int] = {}
         self._images_dirty = False
         self._sequence = itertools.count(1)
 
@@ -82,13 +89,20 @@ class ContainerCache:
         return True
 
     def mark_dirty(self, container_id: types.ContainerId) -> None:
+        """Note that an event about ``container_id`` arrived now."""
         with self._lock:
-            self._dirty.add(container_id)
+            self._dirty[container_id] = next(self._sequence)
 
     def take_dirty(self) -> list[types.ContainerId]:
+        """The containers to inspect because of events, oldest marks first.
+
+        A container already observed by an inspect that *started after* its latest event
+        arrived is left out: that inspect saw the event's effect (typically the executor's
+        inspect after ``start``, which the ``create`` and ``start`` events precede).
+        """
         with self._lock:
-            taken, self._dirty = sorted(self._dirty), set()
-        return taken
+            dirty, self._dirty = self._dirty, {}
+            return sorted(cid for cid, marked in dirty.items() if not self._seen_since(cid, marked))
 
     def mark_images_dirty(self) -> None:
         with self._lock:
@@ -132,7 +146,8 @@ class ContainerCache:
             found, gone = self._inspect_all(client, wanted)
         except errors.EngineError:
             with self._lock:
-                self._dirty.update(wanted)
+                for cid in wanted:
+                    self._dirty.setdefault(cid, seq - 1)  # retry: no observation covers it yet
             raise
         with self._lock:
             changed = self._drop(lambda cid: cid in gone, seq)
@@ -149,6 +164,12 @@ class ContainerCache:
         return changed
 
     # -- helpers (called with the lock held, except _inspect_all) -------------------------------
+
+    def _seen_since(self, container_id: types.ContainerId, marked: int) -> bool:
+        entry = self._entries.get(container_id)
+        if entry is not None:
+            return entry.seq > marked
+        return self._tombstones.get(container_id, -1) > marked
 
     def _stale(self, summary: docker_api.ContainerSummary) -> bool:
         entry = self._entries.get(summary.id)
@@ -184,4 +205,8 @@ class ContainerCache:
         doomed = [cid for cid, e in self._entries.items() if gone(cid) and e.seq < seq]
         for cid in doomed:
             del self._entries[cid]
+            self._tombstones[cid] = seq
+        if len(self._tombstones) > _MAX_TOMBSTONES:  # only recent removals matter
+            for cid in list(self._tombstones)[: len(self._tombstones) // 2]:
+                del self._tombstones[cid]
         return bool(doomed)

@@ -46,6 +46,8 @@ class NodeHandle(Protocol):
 
     def record_failure(self, error: errors.EngineError) -> None: ...
 
+    def forget_containers(self, ids: Iterable[str]) -> None: ...
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -145,7 +147,8 @@ def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
         case planning.Recreate(node=node, container_id=old, spec=wanted, spec_hash=hash_):
             _stop_and_remove(client, old, timeout=wanted.stop_timeout)
             cid, _ = _create(client, wanted, hash_, start=action.start)
-            _refresh(handle, [old, cid])
+            handle.forget_containers([old])
+            _refresh(handle, [cid])
             message = f"container {action.name} has been recreated ({action.reason})"
             return _ok(action, _phase(action.start), node, cid, message)
         case planning.Start(name=name, node=node, container_id=cid):
@@ -155,13 +158,24 @@ def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
                 # The container cannot be started again; removing it lets the next pass create
                 # it afresh (the planner sees the row without a container).
                 client.remove(cid, force=True)
-                _refresh(handle, [cid])
+                handle.forget_containers([cid])
                 return _ok(
                     action,
                     Phase.PENDING,
                     node,
                     None,
                     f"container {name} had a stale task; removed to be created again",
+                )
+            except errors.NotFound:
+                # Removed behind our back after the picture was taken (docker rm -f): not a
+                # failure of the row; the next pass, woken by the destroy event, creates it.
+                handle.forget_containers([cid])
+                return _ok(
+                    action,
+                    Phase.PENDING,
+                    node,
+                    None,
+                    f"container {name} disappeared; creating it again",
                 )
             _refresh(handle, [cid])
             return _ok(action, Phase.RUNNING, node, cid, f"container {name} has been started")
@@ -172,7 +186,7 @@ def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
         case planning.Remove(node=node, container_id=cid, reason=reason):
             with contextlib.suppress(errors.NotFound):  # already gone: the goal is reached
                 client.remove(cid, force=True)
-            _refresh(handle, [cid])
+            handle.forget_containers([cid])  # a successful remove needs no inspect to confirm
             return _ok(action, None, node, cid, f"container {cid[:12]} has been removed ({reason})")
         case planning.Blocked():
             raise AssertionError("blocked actions are not executed")

@@ -48,6 +48,9 @@ class Handle:
     def record_failure(self, error: errors.EngineError) -> None:
         self.failures.append(error)
 
+    def forget_containers(self, ids: Iterable[str]) -> None:
+        pass
+
 
 class OneNode:
     def __init__(self) -> None:

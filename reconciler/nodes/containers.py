@@ -60,6 +60,7 @@ class ContainerCache:
         self._dirty: dict[types.ContainerId, int] = {}
         #: removed container → sequence number of the observation that saw it gone
         self._tombstones: dict[types.ContainerId, int] = {}
+        self._forgotten = False
         self._images_dirty = False
         self._sequence = itertools.count(1)
 
@@ -85,6 +86,9 @@ class ContainerCache:
             return False
         if event.action in _IGNORED_ACTIONS:
             return False
+        if event.action == "destroy":  # gone for good (ids are never reused): no inspect needed
+            self.forget([types.ContainerId(event.id)])
+            return True
         self.mark_dirty(types.ContainerId(event.id))
         return True
 
@@ -92,6 +96,22 @@ class ContainerCache:
         """Note that an event about ``container_id`` arrived now."""
         with self._lock:
             self._dirty[container_id] = next(self._sequence)
+
+    def forget(self, ids: Iterable[types.ContainerId]) -> None:
+        """Drop containers known to be removed (a ``destroy`` event, a successful remove)."""
+        doomed = set(ids)
+        with self._lock:
+            seq = next(self._sequence)
+            if self._drop(lambda cid: cid in doomed, seq):
+                self._forgotten = True
+            for cid in doomed:
+                self._tombstones[cid] = seq
+
+    def take_forgotten(self) -> bool:
+        """True once after :meth:`forget` changed the picture."""
+        with self._lock:
+            taken, self._forgotten = self._forgotten, False
+        return taken
 
     def take_dirty(self) -> list[types.ContainerId]:
         """The containers to inspect because of events, oldest marks first.

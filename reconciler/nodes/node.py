@@ -181,6 +181,11 @@ class Node:
         if changed:
             self._changed(full=False)
 
+    def forget_containers(self, ids: Iterable[str]) -> None:
+        """Drop containers the caller has just removed; no call to the engine."""
+        self._cache.forget([types.ContainerId(i) for i in ids])
+        self._changed(full=False)
+
     def request_refresh(self) -> None:
         """Ask for a full refresh as soon as the worker is free."""
         self._next_full = 0.0
@@ -238,6 +243,8 @@ class Node:
         else:
             if dirty := self._cache.take_dirty():
                 self._apply(lambda: self._cache.inspect(client, dirty))
+            if self._cache.take_forgotten():
+                self._changed(full=False)
             if self._cache.take_images_dirty():
                 self._apply(lambda: self._cache.refresh_images(client))
         if now >= self._next_specs:

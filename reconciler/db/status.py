@@ -124,7 +124,12 @@ class StatusCache:
 
     def changes(self, wanted: Mapping[str, StatusRow]) -> tuple[list[StatusRow], list[str]]:
         """(rows to upsert, names to delete) to turn the table into ``wanted``."""
-        upserts = [row for name, row in wanted.items() if self._rows.get(name) != row]
+        rows = self._rows
+        upserts = [
+            row
+            for name, row in wanted.items()
+            if (old := rows.get(name)) is not row and old != row  # identity first: cheap
+        ]
         deletes = [name for name in self._rows if name not in wanted]
         return upserts, deletes
 

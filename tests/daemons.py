@@ -50,6 +50,8 @@ def register(url: str, engines: Sequence[SandboxEngine]) -> sa.Engine:
 def running_daemon(
     url: str, engines: Sequence[SandboxEngine], **overrides: Any
 ) -> Iterator[Daemon]:
+    for e in engines:  # start from engines without managed containers of earlier tests
+        remove_managed(e)
     store = register(url, engines)
     settings = Settings(database_url=url, **{**FAST, **overrides})
     daemon = Daemon(engine=store, settings=settings)

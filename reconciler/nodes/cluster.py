@@ -99,12 +99,12 @@ class Cluster:
         self._stop_nodes(followed)
 
     def wait_ready(self, *, timeout: float) -> bool:
-        """Wait until every node is refreshed or known unhealthy; False on timeout."""
+        """Wait until every node is healthy and refreshed, or unhealthy; False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(
-                s.refreshed or s.health is types.Health.UNHEALTHY for s in self.snapshots().values()
-            ):
+            # Refreshed alone is not enough: recovery marks the picture refreshed a moment
+            # before the node turns healthy, and the planner acts on healthy nodes only.
+            if all(_ready(s) for s in self.snapshots().values()):
                 return True
             time.sleep(0.05)
         return False
@@ -269,6 +269,12 @@ class Cluster:
         except Exception:
             log.exception("cannot write node state to the database")
             return None
+
+
+def _ready(snapshot: types.NodeSnapshot) -> bool:
+    if snapshot.health is types.Health.UNHEALTHY:
+        return True
+    return snapshot.refreshed and snapshot.health is types.Health.HEALTHY
 
 
 def _now() -> datetime:

@@ -22,6 +22,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from types import FrameType
 
 import sqlalchemy as sa
@@ -90,22 +91,22 @@ class Daemon:
 
     def run_once(self, *, ready_timeout: float = 30.0) -> controller.PassResult:
         """Connect to every node, wait for their first refresh, run one pass, close."""
-        migrate.require_head(self._engine)
-        self.cluster.start()
-        try:
-            self.cluster.wait_ready(timeout=ready_timeout)
+        with self._connected(ready_timeout=ready_timeout):
             return self.controller.reconcile()
-        finally:
-            self.controller.close()
-            self.cluster.stop()
 
     def plan(self, *, ready_timeout: float = 30.0) -> planning.Plan:
         """Connect to every node, wait for their first refresh, and plan; change nothing."""
+        with self._connected(ready_timeout=ready_timeout):
+            return self.controller.plan()
+
+    @contextlib.contextmanager
+    def _connected(self, *, ready_timeout: float) -> Iterator[None]:
+        """Nodes connected and refreshed (or given up on) for one piece of work, then closed."""
         migrate.require_head(self._engine)
         self.cluster.start()
         try:
             self.cluster.wait_ready(timeout=ready_timeout)
-            return self.controller.plan()
+            yield
         finally:
             self.controller.close()
             self.cluster.stop()

@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, assert_never
 
@@ -41,6 +42,10 @@ class NodeHandle(Protocol):
 
     @property
     def client(self) -> EngineClient: ...
+
+    def acting_on(
+        self, *, ids: Iterable[str] = (), names: Iterable[str] = ()
+    ) -> AbstractContextManager[None]: ...
 
     def refresh_containers(self, ids: Iterable[str]) -> None: ...
 
@@ -128,7 +133,8 @@ class Executor:
 def _apply(action: planning.Action, handle: NodeHandle) -> Outcome:
     """Carry out one action; every failure becomes an ``Outcome``."""
     try:
-        return _dispatch(action, handle)
+        with handle.acting_on(ids=_ids(action), names=_names(action)):
+            return _dispatch(action, handle)
     except errors.EngineError as e:
         handle.record_failure(e)  # a timeout here counts towards the node's health too
         return _failed(action, str(e), temporary=e.temporary)
@@ -192,6 +198,19 @@ def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
             raise AssertionError("blocked actions are not executed")
         case _:
             assert_never(action)
+
+
+def _ids(action: planning.Action) -> list[str]:
+    """The existing container an action works on (none for a create)."""
+    cid = getattr(action, "container_id", None)
+    return [cid] if cid else []
+
+
+def _names(action: planning.Action) -> list[str]:
+    """The name a new container gets (creates only: its id is not known before the call)."""
+    if isinstance(action, planning.Create | planning.Recreate):
+        return [action.spec.name]
+    return []
 
 
 def _refresh(handle: NodeHandle, ids: list[ContainerId]) -> None:

@@ -61,8 +61,10 @@ def running_daemon(
         # Tests start from a fleet that is up: every node healthy and refreshed (the session's
         # engines may still be coming back from an earlier test that stopped one).
         wait_for(
-            lambda: len(snaps := daemon.cluster.snapshots()) == len(engines)
-            and all(s.refreshed and s.health is Health.HEALTHY for s in snaps.values()),
+            lambda: (
+                len(snaps := daemon.cluster.snapshots()) == len(engines)
+                and all(s.refreshed and s.health is Health.HEALTHY for s in snaps.values())
+            ),
             timeout=60,
             message="every node healthy and refreshed",
         )

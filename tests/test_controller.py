@@ -8,8 +8,9 @@ actions work on real engines is shown in test_reconcile.py and test_daemon_proce
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import pytest
 import sqlalchemy as sa
@@ -41,6 +42,10 @@ class Handle:
     def __init__(self, client: FailingClient) -> None:
         self.client = client
         self.failures: list[errors.EngineError] = []
+
+    @contextlib.contextmanager
+    def acting_on(self, *, ids: Iterable[str] = (), names: Iterable[str] = ()) -> Iterator[None]:
+        yield
 
     def refresh_containers(self, ids: Iterable[str]) -> None:
         pass

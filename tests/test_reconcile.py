@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from daemons import execute, insert, managed, running_daemon, status
 from waiting import wait_for
 
+from reconciler import docker_api
+
 SLEEP = ["sleep", "3600"]
 
 
@@ -283,3 +285,46 @@ def test_a_sqlite3_shell_and_the_daemon_write_side_by_side(engines, sqlite_url):
             )
             assert done.returncode == 0 and not done.stderr, done.stderr
         wait_for(lambda: _running(d._engine, names), timeout=30)
+
+
+def test_a_create_costs_one_inspect_and_a_removal_none(engines, sqlite_url):
+    """Create, start and one inspect per container; one remove call per removal. The events
+    these actions cause are covered by the executor's own inspect or remove.
+
+    The counts are read after a barrier: a hand-made container created with the docker CLI
+    afterwards, whose create event comes after every event of the actions and is news, so once
+    it is in the node's picture every earlier event has been looked at.
+    """
+    names = [_unique("calls") for _ in range(20)]
+    engine = engines[0]
+
+    def barrier(node):
+        hand = _unique("barrier")
+        engine.docker("create", "--name", hand, "busybox:local", "sleep", "3600")
+        wait_for(
+            lambda: any(c.name == hand for c in node.snapshot().containers),
+            timeout=10,
+            message="the barrier container in the picture",
+        )
+        engine.docker("rm", "-f", hand)
+
+    with running_daemon(sqlite_url, engines[:1]) as d:
+        store, node = d._engine, d.cluster.node("n1")
+        before = node.client.calls
+        insert(store, *({"name": n, "image": "busybox:local", "command": SLEEP} for n in names))
+        wait_for(lambda: _running(store, names), timeout=60, message="all rows running")
+        barrier(node)
+        creating = node.client.calls - before
+
+        before = node.client.calls
+        execute(store, "DELETE FROM desired_containers")
+        wait_for(lambda: not managed(engine), timeout=60, message="every container removed")
+        barrier(node)
+        removing = node.client.calls - before
+
+    n = len(names)
+    assert creating[docker_api.CREATE_CONTAINER] == n
+    assert creating[docker_api.START_CONTAINER] == n
+    assert creating[docker_api.INSPECT_CONTAINER] == n + 1, dict(creating)  # + the barrier
+    assert removing[docker_api.REMOVE_CONTAINER] == n
+    assert removing[docker_api.INSPECT_CONTAINER] == 1, dict(removing)  # the barrier

@@ -22,12 +22,15 @@ dicts to values, container specs to create arguments), ``classify`` (exceptions 
 
 from reconciler.docker_api.classify import classify
 from reconciler.docker_api.client import (
+    CREATE_CONTAINER,
     EVENT_TYPES,
     EVENTS,
     INSPECT_CONTAINER,
     LIST_CONTAINERS,
     LIST_IMAGES,
     PING,
+    REMOVE_CONTAINER,
+    START_CONTAINER,
     CallCounter,
     EngineClient,
     EventStream,
@@ -37,12 +40,15 @@ from reconciler.docker_api.client import (
 from reconciler.docker_api.convert import ContainerSummary, EngineEvent
 
 __all__ = [
+    "CREATE_CONTAINER",
     "EVENTS",
     "EVENT_TYPES",
     "INSPECT_CONTAINER",
     "LIST_CONTAINERS",
     "LIST_IMAGES",
     "PING",
+    "REMOVE_CONTAINER",
+    "START_CONTAINER",
     "CallCounter",
     "ContainerSummary",
     "EngineClient",

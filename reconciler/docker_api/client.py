@@ -35,6 +35,9 @@ from reconciler.docker_api.classify import classify, is_read_timeout
 LIST_CONTAINERS = "GET /containers/json"
 INSPECT_CONTAINER = "GET /containers/{id}/json"
 LIST_IMAGES = "GET /images/json"
+CREATE_CONTAINER = "POST /containers/create"
+START_CONTAINER = "POST /containers/{id}/start"
+REMOVE_CONTAINER = "DELETE /containers/{id}"
 PING = "GET /_ping"
 EVENTS = "GET /events"
 

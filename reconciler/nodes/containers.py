@@ -13,14 +13,28 @@ what the inspect saw. Containers absent from the list are dropped.
 
 Concurrent refreshes are ordered by a sequence number taken when each observation *starts*: an
 entry is never overwritten or dropped by an observation that started before it was recorded, so
-a slow full refresh cannot undo what an executor's inspect saw a moment later.
+a slow full refresh cannot undo what an executor's inspect saw a moment later. A removed
+container stays removed: container ids are never reused, so an observation that returns after
+the container was seen gone (a list or inspect that started before the removal) cannot bring it
+back.
+
+Events cost an inspect only when they are news. An event is *covered* when the container was
+inspected after the event arrived, and *agrees* when the cached container already is what the
+event says it became (``start`` → running, ``die`` → exited with that code, ``rename`` → that
+name, ``create`` and ``kill`` → exists); ``destroy`` needs no call at all. While the executor acts
+on a container (:meth:`ContainerCache.claimed`: by id, or by name for a create whose id is not
+known yet), the events it causes are held rather than inspected: the executor's own inspect (or
+its remove) comes right after and covers them. So one create+start costs one inspect, one removal
+none, and a container changed behind reconciler's back is still inspected at once.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from reconciler import docker_api, errors, types
@@ -33,6 +47,48 @@ _IGNORED_ACTIONS = frozenset(
 
 #: How many removed containers to remember, so late events about them cost no inspect.
 _MAX_TOMBSTONES = 4096
+
+#: Events kept per container between two looks; more than this and it is simply inspected.
+_MAX_MARKS = 16
+
+#: Container event action → the states the container is in right after it.
+_STATE_AFTER = {
+    "start": ("running",),
+    "restart": ("running",),
+    "unpause": ("running",),
+    "pause": ("paused",),
+    "die": ("exited", "dead"),
+    "stop": ("exited", "dead"),
+}
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """One event about a container, as much of it as is needed to tell whether it is news."""
+
+    seq: int
+    action: str
+    #: The container's name according to the event (``Actor.Attributes.name``).
+    name: str | None = None
+    #: ``die`` only: the exit code the event reports.
+    exit_code: str | None = None
+
+
+def _agrees(container: types.ObservedContainer, mark: _Mark) -> bool:
+    """Is ``container`` already what the event says it became? (Then the event is no news.)"""
+    match mark.action:
+        case "create" | "kill":  # it exists / a signal; a kill that stops it is followed by die
+            return True
+        case "rename":
+            return mark.name is not None and container.name == mark.name
+        case "die":
+            return container.state in _STATE_AFTER["die"] and (
+                mark.exit_code is None or str(container.exit_code) == mark.exit_code
+            )
+        case action if action in _STATE_AFTER:
+            return container.state in _STATE_AFTER[action]
+        case _:  # health_status, update, oom, ...: only an inspect can tell
+            return False
 
 
 @dataclass(frozen=True)
@@ -56,8 +112,11 @@ class ContainerCache:
         self._lock = threading.Lock()
         self._entries: dict[types.ContainerId, _Entry] = {}
         self._images: dict[str, types.ObservedImage] = {}
-        #: container → sequence number taken when its latest event arrived
-        self._dirty: dict[types.ContainerId, int] = {}
+        #: container → the events about it not looked at yet
+        self._dirty: dict[types.ContainerId, list[_Mark]] = {}
+        #: ids and names the executor is acting on (counted: actions may overlap)
+        self._claimed_ids: collections.Counter[str] = collections.Counter()
+        self._claimed_names: collections.Counter[str] = collections.Counter()
         #: removed container → sequence number of the observation that saw it gone
         self._tombstones: dict[types.ContainerId, int] = {}
         self._forgotten = False
@@ -89,13 +148,53 @@ class ContainerCache:
         if event.action == "destroy":  # gone for good (ids are never reused): no inspect needed
             self.forget([types.ContainerId(event.id)])
             return True
-        self.mark_dirty(types.ContainerId(event.id))
+        self.mark_dirty(
+            types.ContainerId(event.id),
+            action=event.action,
+            name=event.attributes.get("name"),
+            exit_code=event.attributes.get("exitCode"),
+        )
         return True
 
-    def mark_dirty(self, container_id: types.ContainerId) -> None:
-        """Note that an event about ``container_id`` arrived now."""
+    def mark_dirty(
+        self,
+        container_id: types.ContainerId,
+        *,
+        action: str = "",
+        name: str | None = None,
+        exit_code: str | None = None,
+    ) -> None:
+        """Note that an event about ``container_id`` arrived now (no ``action``: always news)."""
         with self._lock:
-            self._dirty[container_id] = next(self._sequence)
+            marks = self._dirty.setdefault(container_id, [])
+            if len(marks) < _MAX_MARKS:
+                marks.append(_Mark(next(self._sequence), action, name, exit_code))
+            else:
+                marks[-1] = _Mark(next(self._sequence), "")  # too many to reason about: inspect
+
+    @contextlib.contextmanager
+    def claimed(self, *, ids: Iterable[str] = (), names: Iterable[str] = ()) -> Iterator[None]:
+        """While the caller acts on these containers, hold the events about them.
+
+        The caller must observe the result itself (inspect, or forget a removed container)
+        before leaving the block; events it did not cover are looked at afterwards.
+        """
+        ids, names = list(ids), list(names)
+        with self._lock:
+            self._claimed_ids.update(ids)
+            self._claimed_names.update(names)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._claimed_ids.subtract(ids)
+                self._claimed_names.subtract(names)
+                self._claimed_ids += collections.Counter()  # drop the zero counts
+                self._claimed_names += collections.Counter()
+
+    def has_dirty(self) -> bool:
+        with self._lock:
+            return bool(self._dirty)
 
     def forget(self, ids: Iterable[types.ContainerId]) -> None:
         """Drop containers known to be removed (a ``destroy`` event, a successful remove)."""
@@ -114,15 +213,30 @@ class ContainerCache:
         return taken
 
     def take_dirty(self) -> list[types.ContainerId]:
-        """The containers to inspect because of events, oldest marks first.
+        """The containers whose events are news, to inspect now.
 
-        A container already observed by an inspect that *started after* its latest event
-        arrived is left out: that inspect saw the event's effect (typically the executor's
-        inspect after ``start``, which the ``create`` and ``start`` events precede).
+        Left out: removed containers; containers inspected after their latest event arrived
+        (typically by the executor after ``start``: the ``create`` and ``start`` events precede
+        its inspect); containers the cache already shows as the events say. Containers being
+        acted on stay marked until the action is over.
         """
+        todo: list[types.ContainerId] = []
         with self._lock:
             dirty, self._dirty = self._dirty, {}
-            return sorted(cid for cid, marked in dirty.items() if not self._seen_since(cid, marked))
+            for cid, marks in dirty.items():
+                if cid in self._tombstones:
+                    continue  # removed: ids are never reused
+                if self._is_claimed(cid, marks):
+                    self._dirty[cid] = marks
+                    continue
+                entry = self._entries.get(cid)
+                if entry is None:
+                    todo.append(cid)
+                    continue
+                news = [m for m in marks if m.seq > entry.seq]
+                if not all(_agrees(entry.container, m) for m in news):
+                    todo.append(cid)
+        return sorted(todo)
 
     def mark_images_dirty(self) -> None:
         with self._lock:
@@ -140,7 +254,8 @@ class ContainerCache:
         seq = next(self._sequence)
         summaries = client.list_containers()
         with self._lock:
-            todo = [s.id for s in summaries if self._stale(s)]
+            # a container the executor is acting on is inspected by the executor itself
+            todo = [s.id for s in summaries if self._stale(s) and not self._acting_on(s)]
         found, gone = self._inspect_all(client, todo)
         listed = {s.id for s in summaries}
         with self._lock:
@@ -166,8 +281,8 @@ class ContainerCache:
             found, gone = self._inspect_all(client, wanted)
         except errors.EngineError:
             with self._lock:
-                for cid in wanted:
-                    self._dirty.setdefault(cid, seq - 1)  # retry: no observation covers it yet
+                for cid in wanted:  # retry: no observation covers these yet
+                    self._dirty.setdefault(cid, []).append(_Mark(seq, ""))
             raise
         with self._lock:
             changed = self._drop(lambda cid: cid in gone, seq)
@@ -185,11 +300,13 @@ class ContainerCache:
 
     # -- helpers (called with the lock held, except _inspect_all) -------------------------------
 
-    def _seen_since(self, container_id: types.ContainerId, marked: int) -> bool:
-        entry = self._entries.get(container_id)
-        if entry is not None:
-            return entry.seq > marked
-        return self._tombstones.get(container_id, -1) > marked
+    def _is_claimed(self, container_id: types.ContainerId, marks: list[_Mark]) -> bool:
+        if container_id in self._claimed_ids:
+            return True
+        return any(m.name in self._claimed_names for m in marks if m.name is not None)
+
+    def _acting_on(self, summary: docker_api.ContainerSummary) -> bool:
+        return summary.id in self._claimed_ids or summary.name in self._claimed_names
 
     def _stale(self, summary: docker_api.ContainerSummary) -> bool:
         entry = self._entries.get(summary.id)
@@ -215,6 +332,8 @@ class ContainerCache:
     def _put(
         self, container: types.ObservedContainer, key: tuple[str, ...] | None, seq: int
     ) -> bool:
+        if container.id in self._tombstones:
+            return False  # seen removed meanwhile: an older observation cannot bring it back
         entry = self._entries.get(container.id)
         if entry is not None and entry.seq > seq:
             return False  # a later observation already recorded it

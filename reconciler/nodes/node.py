@@ -13,7 +13,8 @@ The worker's step, after classic Swarm's refresh loop:
   falls between it and the refresh), full refresh, then ``healthy``;
 * suspect (healthy, but the last call failed): probe with a ping when the backoff allows;
 * otherwise: a forced full refresh when due (``refresh_interval`` ± ``refresh_jitter``), else an
-  inspect of just the containers that events named and a new image list if an image event came;
+  inspect of just the containers whose events are news and a new image list if an image event
+  came;
   specs every ``spec_interval``; a ping when nothing proved the engine alive for
   ``heartbeat_interval`` (an event or a successful call does).
 
@@ -25,11 +26,12 @@ its first failure, so three failures take three backoff steps. Whatever changed 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
 from reconciler import docker_api, errors, types
@@ -180,6 +182,18 @@ class Node:
         self._alive()
         if changed:
             self._changed(full=False)
+
+    @contextlib.contextmanager
+    def acting_on(self, *, ids: Iterable[str] = (), names: Iterable[str] = ()) -> Iterator[None]:
+        """Around an action on these containers (by id, or by name for a create): the events it
+        causes are not inspected meanwhile; the caller reports the result with
+        :meth:`refresh_containers` or :meth:`forget_containers` before leaving."""
+        try:
+            with self._cache.claimed(ids=ids, names=names):
+                yield
+        finally:
+            if self._cache.has_dirty():
+                self._wake.set()  # events held meanwhile that the result did not cover
 
     def forget_containers(self, ids: Iterable[str]) -> None:
         """Drop containers the caller has just removed; no call to the engine."""

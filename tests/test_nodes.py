@@ -208,11 +208,14 @@ def test_a_cut_stream_is_resubscribed_with_since_and_loses_nothing(
 def test_a_steady_state_refresh_of_100_containers_is_one_list_and_no_inspect(
     engines: list[SandboxEngine], names
 ) -> None:
+    """With events followed, a forced refresh lists containers only: images are listed when an
+    image event says they changed (shown at the end with a new tag), not on every refresh."""
     engine = engines[1]
     creator = docker_api.connect(
         types.NodeRow(name=types.NodeName("n2"), url=engine.url), timeout=30
     )
     batch = [names() for _ in range(100)]
+    tag = f"{names()}:1"
     with futures.ThreadPoolExecutor(8) as pool:
         list(
             pool.map(
@@ -222,7 +225,7 @@ def test_a_steady_state_refresh_of_100_containers_is_one_list_and_no_inspect(
                 batch,
             )
         )
-    settings = NodeSettings(**{**FAST.__dict__, "events": False, "heartbeat_interval": 60.0})
+    settings = NodeSettings(**{**FAST.__dict__, "heartbeat_interval": 60.0})
     node = node_mod.Node(
         row=types.NodeRow(name=types.NodeName("n2"), url=engine.url), settings=settings
     )
@@ -235,16 +238,28 @@ def test_a_steady_state_refresh_of_100_containers_is_one_list_and_no_inspect(
         before, started = node.full_refreshes, time.monotonic()
         node.request_refresh()
         wait_for(lambda: node.full_refreshes > before, timeout=10, message="second refresh")
+        before_refreshes = node.full_refreshes
         took = time.monotonic() - started
         calls = node.client.calls - first
         print(
             f"steady-state refresh of {len(node.snapshot().containers)} containers: "
             f"{dict(calls)} in {took * 1000:.0f} ms"
         )
-        assert calls == {docker_api.LIST_CONTAINERS: 1, docker_api.LIST_IMAGES: 1}
+        assert calls == {docker_api.LIST_CONTAINERS: 1}
+
+        before = node.client.calls
+        engine.docker("tag", IMAGE, tag)
+        wait_for(
+            lambda: any(tag in i.tags for i in node.snapshot().images),
+            timeout=10,
+            message="the new tag in the node's images",
+        )
+        assert node.client.calls - before == {docker_api.LIST_IMAGES: 1}
+        assert node.full_refreshes == before_refreshes, "no forced refresh was needed"
     finally:
         node.stop()
         engine.docker("rm", "-f", *batch, timeout=120, check=False)
+        engine.docker("rmi", tag, check=False)
         creator.close()
 
 

@@ -18,9 +18,11 @@ The worker's step, after classic Swarm's refresh loop:
   specs every ``spec_interval``; a ping when nothing proved the engine alive for
   ``heartbeat_interval`` (an event or a successful call does).
 
-A full refresh is one container list call plus inspects of only what is new or changed, and one
-image list (``nodes.containers``). Every call's outcome feeds ``nodes.health``; a step stops at
-its first failure, so three failures take three backoff steps. Whatever changed is reported to a
+A full refresh is one container list call plus inspects of only what is new or changed
+(``nodes.containers``); it lists images too on a (re)connect, without events, and otherwise only
+every ``image_refresh_interval``, since image changes come with events that list them at once.
+Every call's outcome feeds ``nodes.health``; a step stops at its first failure, so three
+failures take three backoff steps. Whatever changed is reported to a
 :class:`NodeObserver` (the cluster writes it to SQL).
 """
 
@@ -89,6 +91,7 @@ class Node:
         self._refreshed = False
         self._last_alive = 0.0
         self._next_full = 0.0
+        self._next_images = 0.0
         self._next_specs = 0.0
         self._snapshot: types.NodeSnapshot | None = None
         #: Full refreshes done, and when the last one finished (monotonic); for tests and bench.
@@ -295,7 +298,10 @@ class Node:
 
     def _full_refresh(self, client: docker_api.EngineClient) -> None:
         self._call(lambda: self._cache.refresh(client))
-        self._call(lambda: self._cache.refresh_images(client))
+        images_due = time.monotonic() >= self._next_images or not self.settings.events
+        if self._cache.take_images_dirty() or images_due:
+            self._call(lambda: self._cache.refresh_images(client))
+            self._next_images = time.monotonic() + self.settings.image_refresh_interval
         interval = self.settings.refresh_interval
         jitter = self.settings.refresh_jitter * self._rng.uniform(-1.0, 1.0)
         self._next_full = time.monotonic() + interval * (1.0 + jitter)
@@ -319,6 +325,7 @@ class Node:
     def _recover(self) -> None:
         """Connect, specs, monitor, full refresh, ``healthy``; any failure ends the attempt."""
         self._teardown()
+        self._next_images = 0.0  # image events may have been missed while away
         client = self._call(
             lambda: docker_api.connect(
                 self._row,

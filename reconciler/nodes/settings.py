@@ -41,6 +41,12 @@ class NodeSettings:
     refresh_jitter: float = 0.2
     """Each interval is drawn from ``refresh_interval * (1 +- refresh_jitter)``, per node."""
 
+    image_refresh_interval: float = 300.0
+    """Seconds between image lists that no image event asked for. Image changes (pull, tag,
+    untag, delete, import, load) come with events, which trigger a list at once, and a reconnect
+    lists images too; this is the safety net. 0 lists images in every forced refresh (as does
+    running without events)."""
+
     heartbeat_interval: float = 5.0
     """Ping when no call and no event has proved the engine alive for this many seconds."""
 

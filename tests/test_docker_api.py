@@ -367,3 +367,31 @@ def test_api_errors_by_status(
 )
 def test_operation_keys(path: str, key: str) -> None:
     assert docker_api.operation_path(path) == key
+
+
+def test_event_lines_are_decoded_across_chunk_boundaries() -> None:
+    """One event per chunk is what dockerd sends, but a chunk may hold several or half of one."""
+    from reconciler.docker_api.client import _json_lines
+
+    events = [{"Action": "create", "id": "a"}, {"Action": "start", "id": "a"}, {"Action": "die"}]
+    text = "".join(json.dumps(e) + "\n" for e in events).encode()
+    cut = [text[:5], text[5:40], text[40:41], text[41:], b"not json\n", b"\n"]
+    assert list(_json_lines(iter(cut))) == events
+    assert list(_json_lines(iter([text]))) == events
+
+
+def test_connections_to_a_unix_socket_are_reused_across_paths(
+    engines: list[SandboxEngine],
+) -> None:
+    """docker-py pools unix-socket connections per request URL; ours share one pool."""
+    client = docker_api.connect(
+        types.NodeRow(name=types.NodeName("n1"), url=engines[0].unix_url), timeout=30
+    )
+    try:
+        for i in range(30):
+            with pytest.raises(errors.NotFound):
+                client.inspect_container(f"rcl-no-such-container-{i}")
+        pools = client._api.adapters["http+docker://"].pools
+        assert set(pools.keys()) == {"http+docker://localhost"}  # docker-py alone: one per path
+    finally:
+        client.close()

@@ -74,20 +74,36 @@ class SqliteWatcher(_WatcherThread):
         self._interval = interval
 
     def _run(self) -> None:
-        with self._engine.connect() as conn:
-            last_version = conn.exec_driver_sql("PRAGMA data_version").scalar()
-            last_generation = changes.generation(conn)
-            conn.rollback()
+        # A plain DB-API cursor: this runs 20 times a second, and again after every commit of
+        # the daemon's own status and observed rows; through SQLAlchemy each read cost ~20x more.
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+
+            def read(sql: str, *params: object) -> object:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+                return row[0] if row else None
+
+            last_version = read("PRAGMA data_version")
+            last_generation = read(_GENERATION, changes.DESIRED)
+            raw.rollback()
             while not self._stopping.wait(self._interval):
-                version = conn.exec_driver_sql("PRAGMA data_version").scalar()
+                version = read("PRAGMA data_version")
                 if version == last_version:
                     continue
                 last_version = version
-                generation = changes.generation(conn)
-                conn.rollback()  # end the read transaction so WAL checkpoints can proceed
+                generation = read(_GENERATION, changes.DESIRED)
+                raw.rollback()  # end the read transaction so WAL checkpoints can proceed
                 if generation != last_generation:
                     last_generation = generation
                     self._on_change()
+        finally:
+            raw.close()
+
+
+#: ``changes.generation`` as plain SQL, for the watcher's DB-API cursor.
+_GENERATION = "SELECT generation FROM change_counters WHERE table_name = ?"
 
 
 class PostgresWatcher(_WatcherThread):

@@ -7,14 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from waiting import wait_for
 
 from reconciler.db import engine as db_engine
 from reconciler.db import events, migrate, node_state, observed
+from reconciler.nodes import publish
 from reconciler.types import (
     ContainerId,
     EngineInfo,
     Health,
     NodeName,
+    NodeSnapshot,
     ObservedContainer,
     ObservedImage,
 )
@@ -120,3 +123,67 @@ def test_health_transitions_and_engine_facts_reach_the_node_row(db: sa.Engine) -
     assert (row.engine_id, row.api_version, row.cpus) == ("ID1", "1.41", 2)
     assert row.last_seen_at is not None
     assert [tuple(r) for r in logged] == [("Warning", "NodeUnhealthy", event.message)]
+
+
+# -- the publisher: coalesced writes, drops in order ----------------------------------------------
+class Pictures:
+    """What ``PicturePublisher`` reads: the newest snapshot per node; counts the reads."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[NodeName, NodeSnapshot] = {}
+        self.reads = 0
+
+    def set(self, *containers: ObservedContainer) -> None:
+        self.snapshots[N1] = NodeSnapshot(N1, Health.HEALTHY, containers=containers)
+
+    def __call__(self, node: NodeName) -> NodeSnapshot | None:
+        self.reads += 1
+        return self.snapshots.get(node)
+
+
+def names_in(db: sa.Engine) -> set[str]:
+    with db.connect() as conn:
+        return set(conn.execute(sa.text("SELECT name FROM observed_containers")).scalars())
+
+
+def test_a_burst_of_changes_is_one_write_of_the_newest_picture(db: sa.Engine) -> None:
+    pictures = Pictures()
+    publisher = publish.PicturePublisher(engine=db, snapshot_of=pictures)  # not started
+    for i in range(100):
+        pictures.set(*(container(f"c{j}", f"web-{j}") for j in range(i + 1)))
+        publisher.changed(N1, full=False)
+    publisher.flush()
+    assert pictures.reads == 1
+    assert names_in(db) == {f"web-{j}" for j in range(100)}
+
+
+def test_a_drop_is_ordered_with_the_writes_of_the_same_node(db: sa.Engine) -> None:
+    pictures = Pictures()
+    publisher = publish.PicturePublisher(engine=db, snapshot_of=pictures)
+    pictures.set(container("c1", "old"))
+    publisher.changed(N1, full=False)
+    publisher.flush()
+    assert names_in(db) == {"old"}
+
+    publisher.changed(N1, full=False)  # a change still pending when the node is removed
+    publisher.dropped(N1)
+    publisher.flush()
+    assert names_in(db) == set(), "the pending write must not bring the rows back"
+
+    publisher.dropped(N1)  # replaced: the old node's rows go, the new node's picture follows
+    pictures.set(container("c2", "new"))
+    publisher.changed(N1, full=False)
+    publisher.flush()
+    assert names_in(db) == {"new"}
+
+
+def test_the_thread_writes_a_change_without_being_asked_to_flush(db: sa.Engine) -> None:
+    pictures = Pictures()
+    publisher = publish.PicturePublisher(engine=db, snapshot_of=pictures, min_gap=0.01)
+    publisher.start()
+    try:
+        pictures.set(container("c1", "web"))
+        publisher.changed(N1, full=False)
+        wait_for(lambda: names_in(db) == {"web"}, timeout=5, message="the write")
+    finally:
+        publisher.stop()

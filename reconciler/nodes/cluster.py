@@ -11,8 +11,9 @@ cluster follows the table, so rows inserted, changed or deleted with plain SQL t
 * a deleted row's node is stopped (monitor and connection closed) and its observed rows dropped.
 
 It is also every node's :class:`node.NodeObserver`: health changes go to ``db.node_state`` (and a
-transition to ``events``), pictures to ``db.observed`` as diffs, and anything that may change the
-plan calls ``on_change`` (the daemon's ``wake``). Two nodes reporting one engine ID are reported
+transition to ``events``), pictures to ``db.observed`` as diffs written by a
+``publish.PicturePublisher`` on its own thread, and anything that may change the plan calls
+``on_change`` (the daemon's ``wake``) at once. Two nodes reporting one engine ID are reported
 (log line and a Warning event), never a crash. A failed SQL write is logged and retried by the
 next change (the diff is computed against what the table holds).
 """
@@ -30,9 +31,9 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from reconciler import config, types
-from reconciler.db import events, node_state, observed
+from reconciler.db import events, node_state
 from reconciler.db import nodes as db_nodes
-from reconciler.nodes import health
+from reconciler.nodes import health, publish
 from reconciler.nodes import node as node_mod
 from reconciler.nodes.settings import NodeSettings
 
@@ -76,7 +77,7 @@ class Cluster:
         self._sync_lock = threading.Lock()
         self._nodes: dict[types.NodeName, node_mod.Node] = {}
         self._engine_ids: dict[types.NodeName, str] = {}
-        self._mirror = observed.Mirror()
+        self._publisher = publish.PicturePublisher(engine=engine, snapshot_of=self._snapshot_of)
         self._duplicates_reported: set[frozenset[types.NodeName]] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,6 +86,7 @@ class Cluster:
 
     def start(self) -> None:
         """Read the table once (starting a node per row), then follow it on a thread."""
+        self._publisher.start()
         self.sync()
         self._thread = threading.Thread(target=self._follow, name="cluster-nodes", daemon=True)
         self._thread.start()
@@ -95,8 +97,11 @@ class Cluster:
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._lock:
-            followed, self._nodes = list(self._nodes.values()), {}
+            followed = list(self._nodes.values())
         self._stop_nodes(followed)
+        self._publisher.stop()  # writes the last pictures of the stopped nodes
+        with self._lock:
+            self._nodes = {}
 
     def wait_ready(self, *, timeout: float) -> bool:
         """Wait until every node is healthy and refreshed, or unhealthy; False on timeout."""
@@ -179,10 +184,9 @@ class Cluster:
             n.stop(timeout=0)
             with self._lock:
                 self._engine_ids.pop(n.name, None)
-                self._mirror.forget(n.name)
             if forget:
                 log.info("no longer following node %s", n.name)
-                self._write(functools.partial(_drop_observed, name=n.name))
+                self._publisher.dropped(n.name)
         if doomed and forget:
             self._on_change()
 
@@ -217,32 +221,15 @@ class Cluster:
         self._write(lambda conn: node_state.write_engine_info(conn, node=node, info=info))
         self._check_duplicate(node, info.engine_id)
 
-    def picture_changed(
-        self, node: types.NodeName, snapshot: types.NodeSnapshot, *, full: bool
-    ) -> None:
-        now = _now()
-        with self._lock:
-            previous = self._mirror.previous(node)
-            images_changed = self._mirror.images_changed(node, snapshot.images)
-
-        def write(conn: sa.Connection) -> observed.SyncResult:
-            result = observed.sync_containers(
-                conn, node=node, containers=snapshot.containers, now=now, previous=previous
-            )
-            if images_changed:
-                result += observed.sync_images(conn, node=node, images=snapshot.images, now=now)
-            if full:
-                node_state.touch_seen(conn, node=node, at=now)
-            return result
-
-        result = self._write(write)
-        with self._lock:
-            if result is None:
-                self._mirror.forget(node)  # the write failed: compare with the table next time
-            else:
-                self._mirror.remember(node, snapshot.containers, snapshot.images)
-        if result or not full:
+    def picture_changed(self, node: types.NodeName, *, full: bool, changed: bool) -> None:
+        self._publisher.changed(node, full=full)
+        if changed:
             self._on_change()
+
+    def _snapshot_of(self, name: types.NodeName) -> types.NodeSnapshot | None:
+        with self._lock:
+            followed = self._nodes.get(name)
+        return followed.snapshot() if followed is not None else None
 
     def _check_duplicate(self, name: types.NodeName, engine_id: str) -> None:
         with self._lock:
@@ -286,6 +273,3 @@ def _mark_pending(conn: sa.Connection, *, name: types.NodeName) -> None:
         conn, node=name, health=types.Health.PENDING, failures=0, last_error=None
     )
 
-
-def _drop_observed(conn: sa.Connection, *, name: types.NodeName) -> None:
-    observed.drop_node(conn, node=name)

@@ -53,9 +53,9 @@ class NodeObserver(Protocol):
 
     def specs_read(self, node: types.NodeName, info: types.EngineInfo) -> None: ...
 
-    def picture_changed(
-        self, node: types.NodeName, snapshot: types.NodeSnapshot, *, full: bool
-    ) -> None: ...
+    def picture_changed(self, node: types.NodeName, *, full: bool, changed: bool) -> None:
+        """The picture changed (``changed``) or was refreshed in full (``full``); read it with
+        :meth:`Node.snapshot` when needed, not on every call."""
 
 
 class _Failed(Exception):
@@ -128,7 +128,7 @@ class Node:
         with self._lock:
             self._row = row
             self._snapshot = None
-        self._notify_picture(full=False)
+        self._notify_picture(full=False, changed=True)
 
     @property
     def health_state(self) -> health.HealthState:
@@ -184,7 +184,7 @@ class Node:
             raise
         self._alive()
         if changed:
-            self._changed(full=False)
+            self._changed()
 
     @contextlib.contextmanager
     def acting_on(self, *, ids: Iterable[str] = (), names: Iterable[str] = ()) -> Iterator[None]:
@@ -201,7 +201,7 @@ class Node:
     def forget_containers(self, ids: Iterable[str]) -> None:
         """Drop containers the caller has just removed; no call to the engine."""
         self._cache.forget([types.ContainerId(i) for i in ids])
-        self._changed(full=False)
+        self._changed()
 
     def request_refresh(self) -> None:
         """Ask for a full refresh as soon as the worker is free."""
@@ -261,7 +261,7 @@ class Node:
             if dirty := self._cache.take_dirty():
                 self._apply(lambda: self._cache.inspect(client, dirty))
             if self._cache.take_forgotten():
-                self._changed(full=False)
+                self._changed()
             if self._cache.take_images_dirty():
                 self._apply(lambda: self._cache.refresh_images(client))
         if now >= self._next_specs:
@@ -294,13 +294,13 @@ class Node:
     def _apply(self, fn: Callable[[], bool]) -> None:
         """Run a cache refresh; report the picture if it changed."""
         if self._call(fn):
-            self._changed(full=False)
+            self._changed()
 
     def _full_refresh(self, client: docker_api.EngineClient) -> None:
-        self._call(lambda: self._cache.refresh(client))
+        changed = self._call(lambda: self._cache.refresh(client))
         images_due = time.monotonic() >= self._next_images or not self.settings.events
         if self._cache.take_images_dirty() or images_due:
-            self._call(lambda: self._cache.refresh_images(client))
+            changed |= self._call(lambda: self._cache.refresh_images(client))
             self._next_images = time.monotonic() + self.settings.image_refresh_interval
         interval = self.settings.refresh_interval
         jitter = self.settings.refresh_jitter * self._rng.uniform(-1.0, 1.0)
@@ -308,8 +308,9 @@ class Node:
         self.full_refreshes += 1
         self.last_full_refresh_at = time.monotonic()
         with self._lock:
+            changed |= not self._refreshed
             self._refreshed = True
-        self._changed(full=True)
+        self._changed(full=True, changed=changed)
 
     def _read_specs(self, client: docker_api.EngineClient) -> None:
         info = self._call(client.info)
@@ -354,7 +355,7 @@ class Node:
             version = self._info.version if self._info else "?"
             log.info("%s (engine %s, API %s)", transition.message, version, client.api_version)
         self._notify_health(transition)
-        self._changed(full=False)
+        self._changed()
 
     def _start_monitor(self, client: docker_api.EngineClient) -> None:
         """Start following events and wait (up to the call timeout) until subscribed, so no
@@ -415,16 +416,18 @@ class Node:
         log.info("node %s answers again after %d failed calls", self.name, failures)
         self._notify_health(None)
 
-    def _changed(self, *, full: bool) -> None:
-        with self._lock:
-            self._snapshot = None
-        self._notify_picture(full=full)
+    def _changed(self, *, full: bool = False, changed: bool = True) -> None:
+        """The picture changed (or, with ``full``, was refreshed in full, maybe unchanged)."""
+        if changed:
+            with self._lock:
+                self._snapshot = None
+        self._notify_picture(full=full, changed=changed)
 
-    def _notify_picture(self, *, full: bool) -> None:
+    def _notify_picture(self, *, full: bool, changed: bool) -> None:
         if self._observer is None or self._stopping.is_set():
             return
-        with self._notify_lock:  # one at a time, each with the newest snapshot
-            self._observer.picture_changed(self.name, self.snapshot(), full=full)
+        with self._notify_lock:
+            self._observer.picture_changed(self.name, full=full, changed=changed)
 
     def _notify_health(self, transition: health.Transition | None) -> None:
         if self._observer is None or self._stopping.is_set():

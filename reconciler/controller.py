@@ -10,6 +10,11 @@ The pass is level-based: it reads everything it needs every time and never trust
 say what changed. It is cheap when nothing changed: the desired rows are re-read only when the
 ``change_counters`` generation moved, status rows are written only when they differ, and the
 planner is pure CPU over in-memory snapshots.
+
+While a long pass runs (200 creates take ~20 s on two cores), the status rows and events of the
+actions that succeeded are written every ``status_every`` seconds, so people watching
+``container_status`` see the rows turn ``running`` as they do; the rest (failures with their
+backoff, blocked rows, removals) is written at the end of the pass.
 """
 
 from __future__ import annotations
@@ -64,8 +69,10 @@ class Controller:
         settings: Settings,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        status_every: float = 0.5,
     ) -> None:
         self._engine = engine
+        self._status_every = status_every
         self._cluster = cluster
         self._settings = settings
         self._clock = clock
@@ -96,9 +103,10 @@ class Controller:
         now = self._clock()
         the_plan = self._plan(rows, self._cluster.snapshots(), backoffs, now)
         actions, limited = self._rate_limit(the_plan.actions, backoffs, now)
-        outcomes = self._executor.execute(actions, self._cluster.handles())
+        progress = _Progress(self, {row.name: row.spec_hash for row in rows})
+        outcomes = self._executor.execute(actions, self._cluster.handles(), on_outcome=progress.add)
         wanted = self._status_rows(rows, the_plan, limited, outcomes, now=self._clock())
-        written = self._record(wanted, outcomes)
+        written = self._record(wanted, [o for o in outcomes if not progress.recorded(o)])
         result = PassResult(the_plan, tuple(outcomes), written, time.monotonic() - started)
         if the_plan.changes:
             log.info("pass: %s (%.2fs)", the_plan.summary(), result.seconds)
@@ -221,14 +229,7 @@ class Controller:
                 continue  # a removal of an orphan or duplicate: no row of its own
             name = acted_on
             if outcome.ok:
-                wanted[name] = status.StatusRow(
-                    name,
-                    outcome.phase,
-                    outcome.node,
-                    outcome.container_id,
-                    outcome.message,
-                    hashes[name],
-                )
+                wanted[name] = _done_row(outcome, hashes[name])
                 continue
             old = previous(name)
             entry = backoff.record_failure(
@@ -280,6 +281,65 @@ class Controller:
             events_db.record_many(conn, events)
         self._status.remember(upserts, deletes)
         return len(upserts) + len(deletes)
+
+
+class _Progress:
+    """Writes the status rows and events of successful actions while a pass is still running.
+
+    At most every ``status_every`` seconds (the first time once the pass has run that long), in
+    the pass's own thread (the executor hands outcomes over as they complete), so the threads
+    that talk to Docker never wait for the database. A failed write is logged and left to the
+    end of the pass, which writes whatever was not recorded here.
+    """
+
+    def __init__(self, controller: Controller, hashes: Mapping[str, str | None]) -> None:
+        self._controller = controller
+        self._hashes = hashes
+        self._pending: list[executor.Outcome] = []
+        self._recorded: set[int] = set()
+        self._last = time.monotonic()
+
+    def add(self, outcome: executor.Outcome) -> None:
+        name = outcome.name
+        if outcome.ok and outcome.phase is not None and name is not None and name in self._hashes:
+            self._pending.append(outcome)
+        if self._pending and time.monotonic() - self._last >= self._controller._status_every:
+            self.flush()
+
+    def recorded(self, outcome: executor.Outcome) -> bool:
+        return id(outcome) in self._recorded
+
+    def flush(self) -> None:
+        ctl, pending, self._pending = self._controller, self._pending, []
+        self._last = time.monotonic()
+        cache = ctl._status
+        assert cache is not None
+        rows = [_done_row(o, self._hashes[o.name]) for o in pending if o.name is not None]
+        upserts = [row for row in rows if cache.get(row.name) != row]
+        try:
+            with ctl._engine.begin() as conn:
+                status.upsert(conn, upserts, now=ctl._clock())
+                events_db.record_many(conn, [_event(o) for o in pending])
+        except Exception:
+            log.warning(
+                "cannot write status rows during the pass; writing them at its end", exc_info=True
+            )
+            return
+        cache.remember(upserts, ())
+        self._recorded.update(id(o) for o in pending)
+
+
+def _done_row(outcome: executor.Outcome, spec_hash: str | None) -> status.StatusRow:
+    """The status row of a row whose action succeeded."""
+    assert outcome.name is not None and outcome.phase is not None
+    return status.StatusRow(
+        outcome.name,
+        outcome.phase,
+        outcome.node,
+        outcome.container_id,
+        outcome.message,
+        spec_hash,
+    )
 
 
 def _same_status(old: status.StatusRow, new: planning.RowStatus, spec_hash: str | None) -> bool:

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 
 import pytest
 import sqlalchemy as sa
+from waiting import wait_for
 
 from reconciler import errors
 from reconciler.config import Settings
 from reconciler.controller import Controller
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
-from reconciler.types import ContainerId, Health, NodeName, NodeSnapshot, ObservedImage
+from reconciler.types import (
+    ContainerId,
+    ContainerSpec,
+    Health,
+    NodeName,
+    NodeSnapshot,
+    ObservedImage,
+)
 
 NODE = NodeName("n1")
 
@@ -169,3 +178,54 @@ def test_status_rows_of_deleted_rows_go(store: sa.Engine) -> None:
         conn.execute(sa.text("DELETE FROM desired_containers WHERE name = 'a'"))
     controller.reconcile()
     assert set(_status(store)) == {"b"}
+
+
+class GatedClient:
+    """Creates and starts at once, except the start of ``slow``, which waits for ``release``."""
+
+    node = NODE
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def create_container(self, spec: ContainerSpec, *, labels: Mapping[str, str]) -> ContainerId:
+        return ContainerId(f"id-{spec.name}")
+
+    def start(self, container_id: str) -> None:
+        if container_id == "id-slow":
+            assert self.release.wait(30), "never released"
+
+
+def test_status_rows_are_written_while_a_long_pass_still_runs(store: sa.Engine) -> None:
+    """A row that is running shows so before the pass ends; nothing is written twice."""
+    cluster = OneNode()
+    client = GatedClient()
+    cluster.handle.client = client  # type: ignore[assignment]
+    controller = Controller(
+        engine=store,
+        cluster=cluster,  # type: ignore[arg-type]
+        settings=Settings(),
+        status_every=0.0,  # write with every outcome
+    )
+    _insert(store, "fast", "slow")
+    passing = threading.Thread(target=controller.reconcile)
+    passing.start()
+    try:
+        wait_for(
+            lambda: _status(store).get("fast", {}).get("phase") == "running",
+            timeout=10,
+            message="the fast row running in container_status during the pass",
+        )
+        assert passing.is_alive(), "the pass is still waiting for the slow start"
+        assert "slow" not in _status(store) or _status(store)["slow"]["phase"] != "running"
+    finally:
+        client.release.set()
+        passing.join(30)
+    rows = _status(store)
+    assert {n: r["phase"] for n, r in rows.items()} == {"fast": "running", "slow": "running"}
+    assert rows["fast"]["container_id"] == "id-fast"
+    with store.connect() as conn:
+        created = conn.execute(
+            sa.text("SELECT object FROM events WHERE reason = 'Created' ORDER BY object")
+        ).scalars()
+        assert list(created) == ["container/fast", "container/slow"]

@@ -272,4 +272,3 @@ def _mark_pending(conn: sa.Connection, *, name: types.NodeName) -> None:
     node_state.write_health(
         conn, node=name, health=types.Health.PENDING, failures=0, last_error=None
     )
-

@@ -7,6 +7,10 @@ contenders rotates from run to run, and the reconciler daemon runs only during i
 no contender pays for another's event listeners. Swarm mode and docker-compose, tools for one
 engine, run on one node only; reconciler and the raw SDK on every node count.
 
+Each block begins with an untimed warm-up of ``WARM_UP`` containers, and each measurement waits
+until the machine is quiet (``machine.wait_quiet``), so that nobody pays for the previous
+contender's background work (swarm mode leaving, say) or for a cold start.
+
 One extra size with ``--network none`` (for the raw SDK and reconciler, on one node) shows the
 other network setup: dockerd runs a prestart hook per container there.
 """
@@ -25,6 +29,11 @@ from bench.fleet import BenchFleet
 from reconciler.sandbox import SandboxEngine
 
 Sample = dict[str, Any]
+
+#: Containers each contender starts and removes, untimed, before its first measured size of a
+#: block: a freshly started daemon (or client) pays for first calls (imports, compiled SQL
+#: statements, connection set-up) that a long-running one does not.
+WARM_UP = 5
 
 
 class Contender(Protocol):
@@ -124,6 +133,9 @@ def _sizes(
     variants: list[tuple[int, str | None]] = [(n, None) for n in setup.sizes]
     if none and setup.none_size and len(engines) == 1:
         variants.append((setup.none_size, "none"))
+    fleet.clean(engines)
+    contender.converge(WARM_UP)  # untimed: first calls of a fresh process are not the steady rate
+    contender.remove()
     for n, network in variants:
         fleet.clean(engines)
         yield _measure(fleet, contender, engines, n, network, run=r, pid=pid)
@@ -140,6 +152,7 @@ def _measure(
     run: int,
     pid: int | None,
 ) -> Sample:
+    quiet = machine.wait_quiet()
     probe = machine.CpuProbe(marker=fleet.marker, daemon_pid=pid)
     probe.start()
     seconds = contender.converge(n, network=network)
@@ -157,6 +170,7 @@ def _measure(
         "remove_s": removal,
         "cpu": cpu,
         "remove_cpu": removal_cpu,
+        "quiet_wait_s": quiet,
     }
     print(
         f"  run {run + 1} {contender.name:<10} nodes={len(engines)} N={n:<4} "

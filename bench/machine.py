@@ -16,6 +16,7 @@ import pathlib
 import platform
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -111,6 +112,20 @@ def _machine_busy_ticks() -> int:
     fields = pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
     return user + nice + system + irq + softirq + steal
+
+
+def wait_quiet(*, max_busy: float = 0.25, window: float = 0.25, timeout: float = 10.0) -> float:
+    """Wait until the machine's CPUs were at most ``max_busy`` busy over one ``window``
+    (background work of the previous measurement, e.g. swarm mode leaving, has settled); give
+    up after ``timeout``. Returns the seconds waited."""
+    started = time.monotonic()
+    cpus = os.cpu_count() or 1
+    while time.monotonic() - started < timeout:
+        before = _machine_busy_ticks()
+        time.sleep(window)
+        if (_machine_busy_ticks() - before) / TICK / (window * cpus) <= max_busy:
+            break
+    return time.monotonic() - started
 
 
 def _with_descendants(procs: dict[int, _Proc], roots: Iterable[int]) -> set[int]:

@@ -7,11 +7,12 @@ import pathlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import docker.errors
 import pytest
 import requests
+import urllib3.exceptions
 from waiting import wait_for
 
 from reconciler import docker_api, errors, types
@@ -378,6 +379,29 @@ def test_event_lines_are_decoded_across_chunk_boundaries() -> None:
     cut = [text[:5], text[5:40], text[40:41], text[41:], b"not json\n", b"\n"]
     assert list(_json_lines(iter(cut))) == events
     assert list(_json_lines(iter([text]))) == events
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(lambda: int(b"", 16), id="http.client"),
+        pytest.param(
+            lambda: (_ for _ in ()).throw(urllib3.exceptions.ProtocolError("broken")), id="urllib3"
+        ),
+    ],
+)
+def test_a_connection_dropped_mid_stream_says_so(failure: Callable[[], object]) -> None:
+    """A dead engine leaves an empty chunk-size line; the error says the stream was closed."""
+    from reconciler.docker_api.client import _json_lines
+
+    def dropped() -> Iterator[bytes]:
+        yield b'{"Action": "create"}\n'
+        failure()
+
+    stream = _json_lines(dropped())
+    assert next(stream) == {"Action": "create"}
+    with pytest.raises(ConnectionResetError, match="closed the event stream"):
+        next(stream)
 
 
 def test_connections_to_a_unix_socket_are_reused_across_paths(

@@ -29,6 +29,7 @@ import docker.transport
 import docker.types
 import requests
 import requests.adapters
+import urllib3.exceptions
 from requests.sessions import merge_setting
 
 from reconciler import errors, types
@@ -463,7 +464,17 @@ def _json_lines(chunks: Iterator[bytes]) -> Iterator[Any]:
     that was most of the event thread's time. A line that is not JSON is skipped.
     """
     pending = b""
-    for chunk in chunks:
+    while True:
+        try:
+            chunk: bytes | None = next(chunks)
+        except StopIteration:
+            return
+        except (ValueError, urllib3.exceptions.ProtocolError):
+            # A dead engine leaves an empty chunk-size line, which urllib3 reports as
+            # InvalidChunkLength from "invalid literal for int() with base 16".
+            chunk = None
+        if chunk is None:  # raised here, outside the handler, so no parse error is chained
+            raise ConnectionResetError("the engine closed the event stream")
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:

@@ -179,18 +179,16 @@ class ContainerCache:
         The caller must observe the result itself (inspect, or forget a removed container)
         before leaving the block; events it did not cover are looked at afterwards.
         """
-        ids, names = list(ids), list(names)
+        ids, names = collections.Counter(ids), collections.Counter(names)
         with self._lock:
-            self._claimed_ids.update(ids)
-            self._claimed_names.update(names)
+            self._claimed_ids += ids
+            self._claimed_names += names
         try:
             yield
         finally:
             with self._lock:
-                self._claimed_ids.subtract(ids)
-                self._claimed_names.subtract(names)
-                self._claimed_ids += collections.Counter()  # drop the zero counts
-                self._claimed_names += collections.Counter()
+                self._claimed_ids -= ids  # a Counter drops what reaches zero
+                self._claimed_names -= names
 
     def has_dirty(self) -> bool:
         with self._lock:

@@ -275,12 +275,22 @@ class Controller:
         ]
         if not upserts and not deletes and not events:
             return 0
+        self._write_status(upserts, deletes, events)
+        return len(upserts) + len(deletes)
+
+    def _write_status(
+        self,
+        upserts: Sequence[status.StatusRow],
+        deletes: Sequence[str],
+        events: Sequence[events_db.Event],
+    ) -> None:
+        """One transaction; the cache learns the rows once it has committed."""
+        assert self._status is not None
         with self._engine.begin() as conn:
             status.upsert(conn, upserts, now=self._clock())
             status.delete(conn, deletes)
             events_db.record_many(conn, events)
         self._status.remember(upserts, deletes)
-        return len(upserts) + len(deletes)
 
 
 class _Progress:
@@ -312,20 +322,16 @@ class _Progress:
     def flush(self) -> None:
         ctl, pending, self._pending = self._controller, self._pending, []
         self._last = time.monotonic()
-        cache = ctl._status
-        assert cache is not None
+        assert ctl._status is not None
         rows = [_done_row(o, self._hashes[o.name]) for o in pending if o.name is not None]
-        upserts = [row for row in rows if cache.get(row.name) != row]
+        upserts = [row for row in rows if ctl._status.get(row.name) != row]
         try:
-            with ctl._engine.begin() as conn:
-                status.upsert(conn, upserts, now=ctl._clock())
-                events_db.record_many(conn, [_event(o) for o in pending])
+            ctl._write_status(upserts, (), [_event(o) for o in pending])
         except Exception:
             log.warning(
                 "cannot write status rows during the pass; writing them at its end", exc_info=True
             )
             return
-        cache.remember(upserts, ())
         self._recorded.update(id(o) for o in pending)
 
 

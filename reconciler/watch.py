@@ -86,24 +86,20 @@ class SqliteWatcher(_WatcherThread):
                 return row[0] if row else None
 
             last_version = read("PRAGMA data_version")
-            last_generation = read(_GENERATION, changes.DESIRED)
+            last_generation = read(changes.GENERATION_SQL, changes.DESIRED)
             raw.rollback()
             while not self._stopping.wait(self._interval):
                 version = read("PRAGMA data_version")
                 if version == last_version:
                     continue
                 last_version = version
-                generation = read(_GENERATION, changes.DESIRED)
+                generation = read(changes.GENERATION_SQL, changes.DESIRED)
                 raw.rollback()  # end the read transaction so WAL checkpoints can proceed
                 if generation != last_generation:
                     last_generation = generation
                     self._on_change()
         finally:
             raw.close()
-
-
-#: ``changes.generation`` as plain SQL, for the watcher's DB-API cursor.
-_GENERATION = "SELECT generation FROM change_counters WHERE table_name = ?"
 
 
 class PostgresWatcher(_WatcherThread):

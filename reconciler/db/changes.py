@@ -16,6 +16,11 @@ DESIRED = "desired_containers"
 NOTIFY_CHANNEL = "reconciler_changes"
 
 
+#: :func:`generation` as plain SQL (``qmark`` style), for a raw DB-API cursor polled many times
+#: a second (``watch.SqliteWatcher``).
+GENERATION_SQL = "SELECT generation FROM change_counters WHERE table_name = ?"
+
+
 def generation(conn: sa.Connection, *, table: str = DESIRED) -> int:
     """The current generation of ``table``; 0 if its counter row is missing."""
     t = models.change_counters

@@ -14,8 +14,7 @@ The worker's step, after classic Swarm's refresh loop:
 * suspect (healthy, but the last call failed): probe with a ping when the backoff allows;
 * otherwise: a forced full refresh when due (``refresh_interval`` ± ``refresh_jitter``), else an
   inspect of just the containers whose events are news and a new image list if an image event
-  came;
-  specs every ``spec_interval``; a ping when nothing proved the engine alive for
+  came; specs every ``spec_interval``; a ping when nothing proved the engine alive for
   ``heartbeat_interval`` (an event or a successful call does).
 
 A full refresh is one container list call plus inspects of only what is new or changed
@@ -127,8 +126,7 @@ class Node:
         """Take new labels or ``schedulable`` (a new URL or TLS needs a new ``Node``)."""
         with self._lock:
             self._row = row
-            self._snapshot = None
-        self._notify_picture(full=False, changed=True)
+        self._changed()
 
     @property
     def health_state(self) -> health.HealthState:

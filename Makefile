@@ -38,7 +38,7 @@ bench: deps venv ## benchmarks against raw API, swarm mode, compose (see bench/R
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 sandbox-down: venv ## stop the sandbox engine that make run started
-	$(BIN)/python -m reconciler.sandbox engines down --dir $(SANDBOX)
+	$(BIN)/python -m sandbox engines down --dir $(SANDBOX)
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

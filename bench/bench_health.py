@@ -21,12 +21,12 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from reconciler import types
+from reconciler import domain
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
 from reconciler.nodes import cluster as cluster_mod
 from reconciler.nodes.settings import NodeSettings
-from reconciler.sandbox.engines import EngineFleet, SandboxEngine
+from sandbox.engines import EngineFleet, SandboxEngine
 
 
 def _until(predicate: Callable[[], bool], *, timeout: float = 120.0) -> float:
@@ -38,12 +38,12 @@ def _until(predicate: Callable[[], bool], *, timeout: float = 120.0) -> float:
     return time.monotonic() - started
 
 
-def _health(cluster: cluster_mod.Cluster, name: str) -> types.Health:
-    return cluster.snapshots()[types.NodeName(name)].health
+def _health(cluster: cluster_mod.Cluster, name: str) -> domain.Health:
+    return cluster.snapshots()[domain.NodeName(name)].health
 
 
 def _one_run(cluster: cluster_mod.Cluster, engine: SandboxEngine, name: str) -> dict[str, float]:
-    ok = types.Health.HEALTHY
+    ok = domain.Health.HEALTHY
     _until(lambda: _health(cluster, name) is ok)
     figures = {}
     engine.pause()

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reconciler import planning
-from reconciler.types import (
+from reconciler.domain import (
     MANAGED_LABEL,
     NAME_LABEL,
     NODE_LABEL,

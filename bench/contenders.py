@@ -29,7 +29,7 @@ import docker
 import docker.types
 
 from bench import fleet as fleet_mod
-from reconciler.sandbox import SandboxEngine
+from sandbox import SandboxEngine
 
 RAW_LABEL = "bench.contender=raw"
 SERVICE = "bench-svc"

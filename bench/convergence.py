@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from bench import contenders, daemon, machine
 from bench.fleet import BenchFleet
-from reconciler.sandbox import SandboxEngine
+from sandbox import SandboxEngine
 
 Sample = dict[str, Any]
 

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from bench import fleet as fleet_mod
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
-from reconciler.sandbox import SandboxEngine, processes
+from sandbox import SandboxEngine, processes
 
 MANAGED = "reconciler.managed=true"
 _START_TIMEOUT = 90.0

@@ -1,6 +1,6 @@
 """The benchmark's engines: one sandbox fleet per run, swarm mode on demand, cleanup between.
 
-The engines come from ``reconciler.sandbox`` (each its own dockerd, folder and port, with
+The engines come from ``sandbox`` (each its own dockerd, folder and port, with
 ``busybox:local`` imported) and are started once per benchmark run and reused by every
 measurement. ``clean`` force-removes every container (and swarm service) so that each
 measurement starts from empty engines. ``swarm_mode`` turns the first engine into a one-node
@@ -18,7 +18,7 @@ from concurrent import futures
 import docker
 import docker.errors
 
-from reconciler.sandbox import EngineFleet, SandboxEngine
+from sandbox import EngineFleet, SandboxEngine
 
 IMAGE = "busybox:local"
 COMMAND = ("sleep", "3600")

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from bench import daemon, stats
 from bench.fleet import BenchFleet, wait_until
-from reconciler.sandbox import SandboxPostgres
+from sandbox import SandboxPostgres
 
 _SETTLE = 0.3  # seconds of idle daemon before each sample
 

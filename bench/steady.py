@@ -31,12 +31,9 @@ import sqlalchemy as sa
 
 from bench import bench_planner, daemon, machine, stats
 from bench.fleet import BenchFleet, wait_until
-from reconciler import controller as controller_mod
-from reconciler import executor, spec
-from reconciler.config import Settings
+from reconciler import spec
 from reconciler.db import desired
-from reconciler.nodes import cluster as cluster_mod
-from reconciler.types import (
+from reconciler.domain import (
     ContainerId,
     DesiredContainer,
     Health,
@@ -45,6 +42,10 @@ from reconciler.types import (
     ObservedContainer,
     ObservedImage,
 )
+from reconciler.nodes import cluster as cluster_mod
+from reconciler.runtime import controller as controller_mod
+from reconciler.runtime import executor
+from reconciler.settings import Settings
 
 ROWS_PER_NODE = 10
 

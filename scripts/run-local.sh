@@ -17,9 +17,9 @@ if [ -z "$($rc node ls -q 2>/dev/null)" ]; then
         echo "registering the system engine ($url) as node 'local'"
     else
         echo "no engine reachable: starting a sandboxed dockerd under .sandbox/"
-        url=$($py -m reconciler.sandbox engines up --dir .sandbox --count 1 | awk 'NR==1 {print $2}')
+        url=$($py -m sandbox engines up --dir .sandbox --count 1 | awk 'NR==1 {print $2}')
     fi
-    $py -c "import sys; from reconciler.sandbox import images; images.import_busybox(sys.argv[1])" "$url"
+    $py -c "import sys; from sandbox import images; images.import_busybox(sys.argv[1])" "$url"
     $rc node add local "$url"
 fi
 

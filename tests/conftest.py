@@ -38,9 +38,9 @@ for _path in (str(_ROOT), str(_ROOT / "tests")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from reconciler.sandbox import engines as sandbox_engines  # noqa: E402
-from reconciler.sandbox import postgres as sandbox_postgres  # noqa: E402
-from reconciler.sandbox import tls as sandbox_tls  # noqa: E402
+from sandbox import engines as sandbox_engines  # noqa: E402
+from sandbox import postgres as sandbox_postgres  # noqa: E402
+from sandbox import tls as sandbox_tls  # noqa: E402
 
 _ENGINE_FIXTURES = {"engines", "engine_fleet", "tls_engine"}
 _POSTGRES_FIXTURES = {"pg", "pg_url"}

@@ -1,9 +1,9 @@
 """Test helpers: run a reconciler daemon in a thread against a database and sandbox engines.
 
 `with running_daemon(url, engines) as d:` migrates the database, registers the engines as nodes
-n1..nK, starts `reconciler.daemon.Daemon` with test-sized timings in a background thread, and on
-exit stops it and removes every container it manages from the engines (the engines are shared by
-the whole test session).
+n1..nK, starts `reconciler.runtime.daemon.Daemon` with test-sized timings in a background thread,
+and on exit stops it and removes every container it manages from the engines (the engines are
+shared by the whole test session).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import docker
 import sqlalchemy as sa
 from waiting import wait_for
 
-from reconciler.config import Settings
-from reconciler.daemon import Daemon
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
-from reconciler.sandbox.engines import SandboxEngine
-from reconciler.types import Health
+from reconciler.domain import Health
+from reconciler.runtime.daemon import Daemon
+from reconciler.settings import Settings
+from sandbox.engines import SandboxEngine
 
 FAST = {
     "reconcile_interval": 2.0,

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from reconciler import planning
-from reconciler.types import (
+from reconciler.domain import (
     MANAGED_LABEL,
     NAME_LABEL,
     NODE_LABEL,

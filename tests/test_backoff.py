@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import backoff
-from reconciler.backoff import RateLimiter, RowBackoff
+from reconciler.planning import backoff
+from reconciler.planning.backoff import RateLimiter, RowBackoff
 
 
 @pytest.mark.parametrize(

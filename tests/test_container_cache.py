@@ -14,29 +14,29 @@ from collections.abc import Callable
 
 import pytest
 
-from reconciler import errors, types
+from reconciler import domain, errors
 from reconciler.docker_api import ContainerSummary, EngineEvent
 from reconciler.nodes.containers import ContainerCache
 
-NODE = types.NodeName("n1")
+NODE = domain.NodeName("n1")
 
 
 class Engine:
     """Containers by id; counts inspects; ``during_inspect`` runs inside the next inspect."""
 
     def __init__(self) -> None:
-        self.containers: dict[str, types.ObservedContainer] = {}
+        self.containers: dict[str, domain.ObservedContainer] = {}
         self.inspected: list[str] = []
         self.during_inspect: Callable[[], None] | None = None
 
     def put(
         self, cid: str, name: str, state: str = "running", exit_code: int | None = None
     ) -> None:
-        self.containers[cid] = types.ObservedContainer(
-            NODE, types.ContainerId(cid), name, "busybox:local", state, exit_code=exit_code
+        self.containers[cid] = domain.ObservedContainer(
+            NODE, domain.ContainerId(cid), name, "busybox:local", state, exit_code=exit_code
         )
 
-    def inspect_container(self, container_id: str) -> types.ObservedContainer:
+    def inspect_container(self, container_id: str) -> domain.ObservedContainer:
         self.inspected.append(container_id)
         if self.during_inspect is not None:
             hook, self.during_inspect = self.during_inspect, None
@@ -48,7 +48,7 @@ class Engine:
 
     def list_containers(self) -> list[ContainerSummary]:
         return [
-            ContainerSummary(types.ContainerId(c.id), c.name, c.image, None, c.state, c.state)
+            ContainerSummary(domain.ContainerId(c.id), c.name, c.image, None, c.state, c.state)
             for c in self.containers.values()
         ]
 
@@ -205,7 +205,7 @@ def test_an_inspect_that_started_before_a_removal_cannot_bring_it_back(
 ) -> None:
     engine.put("c1", "web", "exited", 137)
     # the executor removes c1 while the worker's inspect of it is on its way back
-    engine.during_inspect = lambda: cache.forget([types.ContainerId("c1")])
+    engine.during_inspect = lambda: cache.forget([domain.ContainerId("c1")])
     cache.inspect(engine, ["c1"])  # type: ignore[arg-type]
     assert cache.containers() == ()
 
@@ -218,7 +218,7 @@ def test_a_list_that_started_before_a_removal_cannot_bring_it_back(
     class ListThenRemove(Engine):
         def list_containers(self) -> list[ContainerSummary]:
             listed = engine.list_containers()
-            cache.forget([types.ContainerId("c2")])  # removed after the list answered
+            cache.forget([domain.ContainerId("c2")])  # removed after the list answered
             return listed
 
     slow = ListThenRemove()

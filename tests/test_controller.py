@@ -18,11 +18,9 @@ import sqlalchemy as sa
 from waiting import wait_for
 
 from reconciler import errors
-from reconciler.config import Settings
-from reconciler.controller import Controller
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
-from reconciler.types import (
+from reconciler.domain import (
     ContainerId,
     ContainerSpec,
     Health,
@@ -30,6 +28,8 @@ from reconciler.types import (
     NodeSnapshot,
     ObservedImage,
 )
+from reconciler.runtime.controller import Controller
+from reconciler.settings import Settings
 
 NODE = NodeName("n1")
 

@@ -15,15 +15,15 @@ import requests
 import urllib3.exceptions
 from waiting import wait_for
 
-from reconciler import docker_api, errors, types
-from reconciler.sandbox.engines import SandboxEngine
-from reconciler.sandbox.tls import TlsFiles
+from reconciler import docker_api, domain, errors
+from sandbox.engines import SandboxEngine
+from sandbox.tls import TlsFiles
 
 IMAGE = "busybox:local"
 
 
-def row(url: str, name: str = "n1", **kwargs: object) -> types.NodeRow:
-    return types.NodeRow(name=types.NodeName(name), url=url, **kwargs)  # type: ignore[arg-type]
+def row(url: str, name: str = "n1", **kwargs: object) -> domain.NodeRow:
+    return domain.NodeRow(name=domain.NodeName(name), url=url, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_an_unknown_scheme_is_a_configuration_error() -> None:
 
 
 # -- TLS -----------------------------------------------------------------------------------------
-def _tls_row(engine: SandboxEngine, ca: TlsFiles, client: TlsFiles, *, pem: bool) -> types.NodeRow:
+def _tls_row(engine: SandboxEngine, ca: TlsFiles, client: TlsFiles, *, pem: bool) -> domain.NodeRow:
     def value(path: object) -> str:
         return pathlib.Path(str(path)).read_text() if pem else str(path)
 
@@ -172,10 +172,10 @@ def test_create_maps_every_spec_field(
     engines: list[SandboxEngine], client: docker_api.EngineClient, name: str
 ) -> None:
     ports = (
-        types.PortBinding(container_port=80, host_port=None),
-        types.PortBinding(container_port=53, protocol="udp", host_ip="127.0.0.1", host_port=0),
+        domain.PortBinding(container_port=80, host_port=None),
+        domain.PortBinding(container_port=53, protocol="udp", host_ip="127.0.0.1", host_port=0),
     )
-    spec = types.ContainerSpec(
+    spec = domain.ContainerSpec(
         name=name,
         image=IMAGE,
         command=("3600",),
@@ -183,7 +183,7 @@ def test_create_maps_every_spec_field(
         env={"A": "1"},
         labels={"team": "x", "reconciler.managed": "no"},
         ports=ports,
-        mounts=(types.Mount(target="/data", source=f"{name}-vol"),),
+        mounts=(domain.Mount(target="/data", source=f"{name}-vol"),),
         cpus=0.5,
         memory_bytes=64 << 20,
         user="1000:1000",
@@ -207,9 +207,9 @@ def test_create_maps_every_spec_field(
 
 
 def test_lifecycle_and_inspect_values(client: docker_api.EngineClient, name: str) -> None:
-    spec = types.ContainerSpec(name=name, image=IMAGE, command=("sleep", "60"), stop_timeout=1)
+    spec = domain.ContainerSpec(name=name, image=IMAGE, command=("sleep", "60"), stop_timeout=1)
     cid = client.create_container(
-        spec, labels={types.MANAGED_LABEL: "true", types.NAME_LABEL: name}
+        spec, labels={domain.MANAGED_LABEL: "true", domain.NAME_LABEL: name}
     )
     created = client.inspect_container(cid)
     assert (created.name, created.image, created.state) == (name, IMAGE, "created")
@@ -229,13 +229,13 @@ def test_lifecycle_and_inspect_values(client: docker_api.EngineClient, name: str
 
 
 def test_create_errors_are_classified(client: docker_api.EngineClient, name: str) -> None:
-    spec = types.ContainerSpec(name=name, image=IMAGE)
+    spec = domain.ContainerSpec(name=name, image=IMAGE)
     client.create_container(spec, labels={})
     with pytest.raises(errors.NameConflict):
         client.create_container(spec, labels={})
     with pytest.raises(errors.ImageNotFound):
         client.create_container(
-            types.ContainerSpec(name=name + "-x", image="rcl-nope:1"), labels={}
+            domain.ContainerSpec(name=name + "-x", image="rcl-nope:1"), labels={}
         )
     with pytest.raises(errors.NotFound):
         client.remove("rcl-no-such-container")
@@ -409,7 +409,7 @@ def test_connections_to_a_unix_socket_are_reused_across_paths(
 ) -> None:
     """docker-py pools unix-socket connections per request URL; ours share one pool."""
     client = docker_api.connect(
-        types.NodeRow(name=types.NodeName("n1"), url=engines[0].unix_url), timeout=30
+        domain.NodeRow(name=domain.NodeName("n1"), url=engines[0].unix_url), timeout=30
     )
     try:
         for i in range(30):

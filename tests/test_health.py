@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.domain import Health, NodeName
 from reconciler.nodes import health
 from reconciler.nodes.settings import NodeSettings
-from reconciler.types import Health, NodeName
 
 N = NodeName("n2")
 POLICY = health.HealthPolicy()

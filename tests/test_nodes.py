@@ -18,15 +18,15 @@ import pytest
 import sqlalchemy as sa
 from waiting import wait_for
 
-from reconciler import docker_api, types
+from reconciler import docker_api, domain
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
 from reconciler.nodes import cluster as cluster_mod
 from reconciler.nodes import monitor
 from reconciler.nodes import node as node_mod
 from reconciler.nodes.settings import NodeSettings
-from reconciler.sandbox.engines import SandboxEngine
-from reconciler.sandbox.tls import TlsFiles
+from sandbox.engines import SandboxEngine
+from sandbox.tls import TlsFiles
 
 IMAGE = "busybox:local"
 #: Short knobs so failure tests take seconds; the defaults are exercised by the SIGSTOP tests.
@@ -185,7 +185,7 @@ def test_a_cut_stream_is_resubscribed_with_since_and_loses_nothing(
 ) -> None:
     engine = engines[0]
     node = node_mod.Node(
-        row=types.NodeRow(name=types.NodeName("n1"), url=engine.url), settings=FAST
+        row=domain.NodeRow(name=domain.NodeName("n1"), url=engine.url), settings=FAST
     )
     node.start()
     try:
@@ -212,7 +212,7 @@ def test_a_steady_state_refresh_of_100_containers_is_one_list_and_no_inspect(
     image event says they changed (shown at the end with a new tag), not on every refresh."""
     engine = engines[1]
     creator = docker_api.connect(
-        types.NodeRow(name=types.NodeName("n2"), url=engine.url), timeout=30
+        domain.NodeRow(name=domain.NodeName("n2"), url=engine.url), timeout=30
     )
     batch = [names() for _ in range(100)]
     tag = f"{names()}:1"
@@ -220,14 +220,14 @@ def test_a_steady_state_refresh_of_100_containers_is_one_list_and_no_inspect(
         list(
             pool.map(
                 lambda n: creator.create_container(
-                    types.ContainerSpec(name=n, image=IMAGE), labels={}
+                    domain.ContainerSpec(name=n, image=IMAGE), labels={}
                 ),
                 batch,
             )
         )
     settings = NodeSettings(**{**FAST.__dict__, "heartbeat_interval": 60.0})
     node = node_mod.Node(
-        row=types.NodeRow(name=types.NodeName("n2"), url=engine.url), settings=settings
+        row=domain.NodeRow(name=domain.NodeName("n2"), url=engine.url), settings=settings
     )
     node.start()
     try:
@@ -267,7 +267,7 @@ def test_the_executor_refreshes_what_it_touched_and_cannot_use_a_node_before_it_
     engines: list[SandboxEngine], names
 ) -> None:
     node = node_mod.Node(
-        row=types.NodeRow(name=types.NodeName("n1"), url=engines[0].url),
+        row=domain.NodeRow(name=domain.NodeName("n1"), url=engines[0].url),
         settings=NodeSettings(**{**FAST.__dict__, "events": False}),
     )
     with pytest.raises(Exception, match="not connected"):
@@ -277,7 +277,7 @@ def test_the_executor_refreshes_what_it_touched_and_cannot_use_a_node_before_it_
         wait_for(lambda: node.snapshot().refreshed, timeout=10, message="refreshed")
         name = names()
         cid = node.client.create_container(
-            types.ContainerSpec(name=name, image=IMAGE), labels={types.MANAGED_LABEL: "true"}
+            domain.ContainerSpec(name=name, image=IMAGE), labels={domain.MANAGED_LABEL: "true"}
         )
         node.refresh_containers([cid])
         (container,) = [c for c in node.snapshot().containers if c.id == cid]
@@ -436,7 +436,7 @@ def test_a_url_nothing_listens_on_is_unhealthy_with_an_actionable_error(
     assert f"tcp://127.0.0.1:{port}" in error and "connection refused" in error
     assert "is dockerd running" in error
     assert node_row(db, "ghost")["consecutive_failures"] >= 3
-    assert cluster.snapshots()["ghost"].health is types.Health.UNHEALTHY
+    assert cluster.snapshots()["ghost"].health is domain.Health.UNHEALTHY
     assert event_reasons(db, "node/ghost") == ["NodeUnhealthy"]
 
 
@@ -542,7 +542,7 @@ def test_two_rows_for_one_engine_are_reported_not_fatal(
 @pytest.fixture
 def n1_client(engines: list[SandboxEngine]) -> Iterator[docker_api.EngineClient]:
     client = docker_api.connect(
-        types.NodeRow(name=types.NodeName("n1"), url=engines[0].url), timeout=5
+        domain.NodeRow(name=domain.NodeName("n1"), url=engines[0].url), timeout=5
     )
     yield client
     client.close()
@@ -561,7 +561,7 @@ def test_the_idle_watchdog_probes_and_resubscribes_without_losing_or_repeating_e
         return True
 
     watcher = monitor.EventMonitor(
-        node=types.NodeName("n1"),
+        node=domain.NodeName("n1"),
         subscribe=lambda since: n1_client.events(since=since, idle_timeout=0.3),
         on_event=seen.append,
         on_error=failures.append,
@@ -590,7 +590,7 @@ def test_the_monitor_stops_after_its_iteration_limit(
 ) -> None:
     seen: list[docker_api.EngineEvent] = []
     watcher = monitor.EventMonitor(
-        node=types.NodeName("n1"),
+        node=domain.NodeName("n1"),
         subscribe=lambda since: n1_client.events(since=since, idle_timeout=5),
         on_event=seen.append,
         on_error=lambda e: None,

@@ -11,8 +11,7 @@ from waiting import wait_for
 
 from reconciler.db import engine as db_engine
 from reconciler.db import events, migrate, node_state, observed
-from reconciler.nodes import publish
-from reconciler.types import (
+from reconciler.domain import (
     ContainerId,
     EngineInfo,
     Health,
@@ -21,6 +20,7 @@ from reconciler.types import (
     ObservedContainer,
     ObservedImage,
 )
+from reconciler.nodes import publish
 
 N1 = NodeName("n1")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,10 +13,10 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from reconciler import types
+from reconciler import domain
 from reconciler.db import desired, migrate, nodes
 from reconciler.db import engine as db_engine
-from reconciler.sandbox import postgres as sandbox_postgres
+from sandbox import postgres as sandbox_postgres
 
 Shell = Callable[[str], str]
 
@@ -54,7 +54,7 @@ def psql_shell(pg: sandbox_postgres.SandboxPostgres, pg_url: str) -> Shell:
     return run
 
 
-def _load(url: str) -> list[types.DesiredContainer]:
+def _load(url: str) -> list[domain.DesiredContainer]:
     engine = db_engine.make_engine(url)
     try:
         with engine.connect() as conn:
@@ -79,8 +79,8 @@ def _check_minimal_insert(run: Shell, url: str) -> None:
     assert fields[16:] in (["1", "1"], ["t", "t"])  # sqlite3 / psql spelling of true
 
     (row,) = _load(url)
-    assert row.error is None and row.spec == types.ContainerSpec(name="web", image="busybox:local")
-    assert (row.state, row.node) == (types.DesiredState.RUNNING, None)
+    assert row.error is None and row.spec == domain.ContainerSpec(name="web", image="busybox:local")
+    assert (row.state, row.node) == (domain.DesiredState.RUNNING, None)
 
 
 def _check_json_literals(run: Shell, url: str) -> None:
@@ -99,7 +99,7 @@ def _check_json_literals(run: Shell, url: str) -> None:
         (80, 8080, "tcp"),
         (53, None, "udp"),
     }
-    assert row.spec.mounts == (types.Mount("/data", "data", "volume", True),)
+    assert row.spec.mounts == (domain.Mount("/data", "data", "volume", True),)
     assert row.spec.cpus == 0.5
 
 
@@ -113,7 +113,7 @@ def _check_node_insert(run: Shell, url: str) -> None:
     try:
         with engine.connect() as conn:
             assert nodes.list_nodes(conn) == [
-                types.NodeRow(name=types.NodeName("n1"), url="unix:///var/run/docker.sock")
+                domain.NodeRow(name=domain.NodeName("n1"), url="unix:///var/run/docker.sock")
             ]
     finally:
         engine.dispose()
@@ -172,12 +172,12 @@ def test_rows_written_by_the_store_read_back_as_plain_json(
     sqlite_shell: Shell, sqlite_url: str
 ) -> None:
     """What `reconciler apply` writes is canonical JSON text, and unset means SQL NULL."""
-    item = types.DesiredContainer(
+    item = domain.DesiredContainer(
         name="w1",
-        state=types.DesiredState.STOPPED,
+        state=domain.DesiredState.STOPPED,
         node=None,
-        spec=types.ContainerSpec(
-            name="w1", image="busybox", env={"A": "1"}, ports=(types.PortBinding(80, "tcp", 8080),)
+        spec=domain.ContainerSpec(
+            name="w1", image="busybox", env={"A": "1"}, ports=(domain.PortBinding(80, "tcp", 8080),)
         ),
         spec_hash=None,
     )

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
-from reconciler import plan_format, planning
-from reconciler.backoff import RowBackoff
+from reconciler import planning
+from reconciler.domain import ContainerId, Health, NodeName, ObservedContainer, Phase
 from reconciler.planning import Blocked, Create, Recreate, Remove, RowStatus, Start, Stop
 from reconciler.planning import RecreateReason as Why
 from reconciler.planning import RemoveReason as Gone
-from reconciler.types import ContainerId, Health, NodeName, ObservedContainer, Phase
+from reconciler.planning import describe as plan_format
+from reconciler.planning.backoff import RowBackoff
 from tests.fakes import cluster, container, node, row, spec
 
 N1, N2, N3 = NodeName("n1"), NodeName("n2"), NodeName("n3")

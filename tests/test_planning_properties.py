@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler import planning
-from reconciler.types import (
+from reconciler.domain import (
     DesiredContainer,
     Health,
     NodeName,

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from waiting import wait_for
 
-from reconciler.sandbox import engines as sandbox_engines
-from reconciler.sandbox import images, postgres, processes, tls
+from sandbox import engines as sandbox_engines
+from sandbox import images, postgres, processes, tls
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,7 @@ def cli_dir() -> Iterator[pathlib.Path]:
 def _sandbox_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "reconciler.sandbox", *args],
+        [sys.executable, "-m", "sandbox", *args],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )  # fmt: skip
 

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import spec, types
+from reconciler import domain, spec
+from reconciler.spec import model as spec_model
 
 BASE: dict[str, Any] = {"name": "web-1", "image": "busybox:local"}
 
@@ -187,8 +188,8 @@ def test_defaults_of_a_minimal_row() -> None:
     )
 
     assert desired.error is None and desired.spec is not None
-    assert desired.state is types.DesiredState.RUNNING and desired.node is None
-    assert desired.spec == types.ContainerSpec(name="web-1", image="busybox:local")
+    assert desired.state is domain.DesiredState.RUNNING and desired.node is None
+    assert desired.spec == domain.ContainerSpec(name="web-1", image="busybox:local")
 
 
 def test_sql_text_and_yaml_values_give_the_same_container() -> None:
@@ -209,23 +210,23 @@ def test_sql_text_and_yaml_values_give_the_same_container() -> None:
     s = from_yaml.spec
     assert s is not None
     assert s.env == {"A": "1", "PORT": "8080"}
-    assert types.PortBinding(80, "tcp", 8080, "127.0.0.1") in s.ports
-    assert types.PortBinding(53, "udp") in s.ports
-    assert types.Mount("/var/lib/data", "data", "volume", True) in s.mounts
-    assert types.Mount("/srv", "/srv", "bind", False) in s.mounts
+    assert domain.PortBinding(80, "tcp", 8080, "127.0.0.1") in s.ports
+    assert domain.PortBinding(53, "udp") in s.ports
+    assert domain.Mount("/var/lib/data", "data", "volume", True) in s.mounts
+    assert domain.Mount("/srv", "/srv", "bind", False) in s.mounts
 
 
 @pytest.mark.parametrize(
     ("short", "port"),
     [
-        pytest.param("80", types.PortBinding(80), id="container-only"),
-        pytest.param("8080:80", types.PortBinding(80, "tcp", 8080), id="host-container"),
-        pytest.param("8080:80/udp", types.PortBinding(80, "udp", 8080), id="udp"),
-        pytest.param("0.0.0.0::80", types.PortBinding(80, "tcp", None, "0.0.0.0"), id="ip-only"),
-        pytest.param("[::1]:9000:90", types.PortBinding(90, "tcp", 9000, "::1"), id="ipv6"),
+        pytest.param("80", domain.PortBinding(80), id="container-only"),
+        pytest.param("8080:80", domain.PortBinding(80, "tcp", 8080), id="host-container"),
+        pytest.param("8080:80/udp", domain.PortBinding(80, "udp", 8080), id="udp"),
+        pytest.param("0.0.0.0::80", domain.PortBinding(80, "tcp", None, "0.0.0.0"), id="ip-only"),
+        pytest.param("[::1]:9000:90", domain.PortBinding(90, "tcp", 9000, "::1"), id="ipv6"),
     ],
 )
-def test_docker_port_strings(short: str, port: types.PortBinding) -> None:
+def test_docker_port_strings(short: str, port: domain.PortBinding) -> None:
     desired = spec.validate_row_strict(row(ports=[short]))
 
     assert desired.spec is not None and desired.spec.ports == (port,)
@@ -234,7 +235,7 @@ def test_docker_port_strings(short: str, port: types.PortBinding) -> None:
 # -- the spec hash -----------------------------------------------------------------------------
 
 
-def _spec(**fields: Any) -> types.ContainerSpec:
+def _spec(**fields: Any) -> domain.ContainerSpec:
     desired = spec.validate_row_strict(row(**fields))
     assert desired.spec is not None
     return desired.spec
@@ -336,7 +337,7 @@ JSONISH = st.recursive(
 
 @given(
     st.dictionaries(
-        st.sampled_from([*spec.spec_model.RowModel.model_fields, "extra"]),
+        st.sampled_from([*spec_model.RowModel.model_fields, "extra"]),
         JSONISH | JSONISH.map(json.dumps) | st.text(max_size=12),
     )
 )
@@ -357,10 +358,10 @@ def test_container_labels_mark_the_container_as_ours() -> None:
 
     assert labels == {
         "app": "web",
-        types.MANAGED_LABEL: "true",
-        types.NAME_LABEL: "web-1",
-        types.SPEC_HASH_LABEL: digest,
-        types.NODE_LABEL: "n1",
+        domain.MANAGED_LABEL: "true",
+        domain.NAME_LABEL: "web-1",
+        domain.SPEC_HASH_LABEL: digest,
+        domain.NODE_LABEL: "n1",
     }
     assert s.labels == {"app": "web"}
 

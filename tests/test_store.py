@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from reconciler.db import changes, events, migrate, status
 from reconciler.db import engine as db_engine
-from reconciler.types import ContainerId, NodeName, Phase
+from reconciler.domain import ContainerId, NodeName, Phase
 
 
 def _store(url: str) -> sa.Engine:

@@ -20,8 +20,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from reconciler import spec, spec_model, types
+from reconciler import domain, spec
 from reconciler.db import models
+from reconciler.spec import model as spec_model
 
 _t = models.desired_containers
 _status = models.container_status
@@ -67,12 +68,12 @@ def _raw_columns() -> list[sa.ColumnElement[Any]]:
 
 def _load_where(
     conn: sa.Connection, *where: sa.ColumnElement[bool]
-) -> list[types.DesiredContainer]:
+) -> list[domain.DesiredContainer]:
     rows = conn.execute(sa.select(*_raw_columns()).where(*where).order_by(_t.c.name)).mappings()
     return [spec.parse_row(dict(row), json_text=True) for row in rows]
 
 
-def load(conn: sa.Connection) -> list[types.DesiredContainer]:
+def load(conn: sa.Connection) -> list[domain.DesiredContainer]:
     """Every desired row, ordered by name; a malformed row comes back with ``spec=None, error``."""
     return _load_where(conn)
 
@@ -87,7 +88,7 @@ def _json(value: object) -> object:
     return sa.null() if value is None else value
 
 
-def _values(item: types.DesiredContainer) -> dict[str, Any]:
+def _values(item: domain.DesiredContainer) -> dict[str, Any]:
     """The column values for a valid ``DesiredContainer``, in canonical form."""
     s = item.spec
     if s is None:
@@ -113,7 +114,7 @@ def _values(item: types.DesiredContainer) -> dict[str, Any]:
     }
 
 
-def upsert(conn: sa.Connection, items: Sequence[types.DesiredContainer]) -> UpsertResult:
+def upsert(conn: sa.Connection, items: Sequence[domain.DesiredContainer]) -> UpsertResult:
     """Insert new names, update changed ones, leave equal ones alone.
 
     "Equal" is semantic: the stored row, validated, equals the item (so a row written by hand as

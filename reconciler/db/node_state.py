@@ -14,7 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from reconciler.db import events, models
-from reconciler.types import EngineInfo, Health, NodeName
+from reconciler.domain import EngineInfo, Health, NodeName
 
 _t = models.nodes
 

@@ -13,7 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from reconciler.db import models
-from reconciler.types import NodeName, NodeRow
+from reconciler.domain import NodeName, NodeRow
 
 _t = models.nodes
 

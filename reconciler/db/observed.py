@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler.db import models
-from reconciler.types import ContainerId, NodeName, ObservedContainer, ObservedImage
+from reconciler.domain import ContainerId, NodeName, ObservedContainer, ObservedImage
 
 _c = models.observed_containers
 _i = models.observed_images

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reconciler.db import models
-from reconciler.types import ContainerId, NodeName, Phase
+from reconciler.domain import ContainerId, NodeName, Phase
 
 _t = models.container_status
 

@@ -2,7 +2,7 @@
 
 Where this sits in a pass: ``nodes.Node`` refreshes its picture through an :class:`EngineClient`,
 the executor acts through the same client, and ``nodes.monitor`` reads :meth:`EngineClient.events`.
-Everything that leaves this package is a project value (``reconciler.types`` or the summaries in
+Everything that leaves this package is a project value (``reconciler.domain`` or the summaries in
 ``convert``) or a project error (``reconciler.errors``, raised ``from`` the SDK exception).
 
 Guarantees:

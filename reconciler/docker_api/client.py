@@ -32,7 +32,7 @@ import requests.adapters
 import urllib3.exceptions
 from requests.sessions import merge_setting
 
-from reconciler import errors, types
+from reconciler import domain, errors
 from reconciler.docker_api import convert
 from reconciler.docker_api.classify import classify, is_read_timeout
 
@@ -150,7 +150,7 @@ def _pool_per_socket(adapter: Any) -> None:
 
 
 def connect(
-    row: types.NodeRow, *, timeout: float, connect_timeout: float | None = None
+    row: domain.NodeRow, *, timeout: float, connect_timeout: float | None = None
 ) -> EngineClient:
     """A client for the engine of ``row``, API version negotiated.
 
@@ -178,7 +178,7 @@ def connect(
 
 
 def _transport(
-    row: types.NodeRow, *, timeout: float
+    row: domain.NodeRow, *, timeout: float
 ) -> tuple[str, str | None, docker.tls.TLSConfig | bool]:
     """Check the URL and build the TLS configuration: (base URL, temp folder, tls)."""
     parts = urlsplit(row.url)
@@ -222,7 +222,7 @@ def _transport(
     return "tcp://" + parts.netloc, tls_dir, config
 
 
-def _tls_values(row: types.NodeRow) -> tuple[str | None, str | None, str | None]:
+def _tls_values(row: domain.NodeRow) -> tuple[str | None, str | None, str | None]:
     """(CA, client cert, client key); a ``tls_ca_cert`` naming a folder means the folder's
     ``ca.pem``, ``cert.pem`` and ``key.pem`` (the ``DOCKER_CERT_PATH`` layout)."""
     ca, cert, key = row.tls_ca_cert, row.tls_client_cert, row.tls_client_key
@@ -261,7 +261,7 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _check_ssh_port(row: types.NodeRow, *, timeout: float) -> None:
+def _check_ssh_port(row: domain.NodeRow, *, timeout: float) -> None:
     """Fail fast on an SSH host that refuses or drops TCP: paramiko's connect has no timeout."""
     parts = urlsplit(row.url)
     try:
@@ -285,7 +285,7 @@ class EngineClient:
     ) -> None:
         # Typed Any: a few SDK helpers used here (_get, _url, _stream_helper) are not in the stubs.
         self._api: Any = api
-        self.node = types.NodeName(node)
+        self.node = domain.NodeName(node)
         self.url = url
         self._counter = counter
         self._tls_dir = tls_dir
@@ -316,12 +316,12 @@ class EngineClient:
             response = self._api._get(self._api._url("/_ping"), timeout=timeout or self.timeout)
             self._api._raise_for_status(response)
 
-    def info(self) -> types.EngineInfo:
+    def info(self) -> domain.EngineInfo:
         """The engine's facts, in one ``/info`` call."""
         with self._translate("read engine info"):
             raw = self._api.info()
         labels = dict(str(item).partition("=")[::2] for item in raw.get("Labels") or [])
-        return types.EngineInfo(
+        return domain.EngineInfo(
             engine_id=str(raw.get("ID") or ""),
             name=str(raw.get("Name") or ""),
             version=str(raw.get("ServerVersion") or ""),
@@ -338,21 +338,21 @@ class EngineClient:
             raw = self._api.containers(all=True)
         return [convert.summary(c) for c in raw]
 
-    def inspect_container(self, container_id: str) -> types.ObservedContainer:
+    def inspect_container(self, container_id: str) -> domain.ObservedContainer:
         """The full picture of one container; :class:`errors.NotFound` when it is gone."""
         with self._translate(f"inspect container {container_id[:12]}"):
             raw = self._api.inspect_container(container_id)
         return convert.observed(raw, node=self.node)
 
-    def list_images(self) -> list[types.ObservedImage]:
+    def list_images(self) -> list[domain.ObservedImage]:
         """Every tagged or untagged top-level image, in one request."""
         with self._translate("list images"):
             raw = self._api.images()
         return [convert.image(i, node=self.node) for i in raw]
 
     def create_container(
-        self, spec: types.ContainerSpec, *, labels: Mapping[str, str]
-    ) -> types.ContainerId:
+        self, spec: domain.ContainerSpec, *, labels: Mapping[str, str]
+    ) -> domain.ContainerId:
         """Create (not start) ``spec``, labelled with ``spec.labels`` plus ``labels``.
 
         Raises :class:`errors.NameConflict` when the name is taken and
@@ -360,7 +360,7 @@ class EngineClient:
         """
         with self._translate(f"create container {spec.name}"):
             created = self._api.create_container(**convert.create_args(self._api, spec, labels))
-        return types.ContainerId(created["Id"])
+        return domain.ContainerId(created["Id"])
 
     def start(self, container_id: str) -> None:
         """Start a container; :class:`errors.StaleTask` means remove and recreate it."""

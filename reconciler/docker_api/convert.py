@@ -14,7 +14,7 @@ from typing import Any
 
 import docker.types
 
-from reconciler import types
+from reconciler import domain
 
 _PARENS = re.compile(r"\([^)]*\)")
 
@@ -23,7 +23,7 @@ _PARENS = re.compile(r"\([^)]*\)")
 class ContainerSummary:
     """One entry of the container list (no inspect): enough to tell what changed."""
 
-    id: types.ContainerId
+    id: domain.ContainerId
     name: str
     image: str
     image_id: str | None
@@ -72,7 +72,7 @@ def summary(raw: Mapping[str, Any]) -> ContainerSummary:
     """One entry of ``GET /containers/json``."""
     names = raw.get("Names") or []
     return ContainerSummary(
-        id=types.ContainerId(raw["Id"]),
+        id=domain.ContainerId(raw["Id"]),
         name=str(names[0]).lstrip("/") if names else "",
         image=str(raw.get("Image") or ""),
         image_id=raw.get("ImageID"),
@@ -101,13 +101,13 @@ def status_text(state: Mapping[str, Any]) -> str:
     return text
 
 
-def observed(raw: Mapping[str, Any], *, node: types.NodeName) -> types.ObservedContainer:
+def observed(raw: Mapping[str, Any], *, node: domain.NodeName) -> domain.ObservedContainer:
     """The answer of ``GET /containers/{id}/json``."""
     state = raw.get("State") or {}
     config = raw.get("Config") or {}
-    return types.ObservedContainer(
+    return domain.ObservedContainer(
         node=node,
-        id=types.ContainerId(raw["Id"]),
+        id=domain.ContainerId(raw["Id"]),
         name=str(raw.get("Name") or "").lstrip("/"),
         image=str(config.get("Image") or ""),
         state=str(state.get("Status") or ""),
@@ -119,10 +119,10 @@ def observed(raw: Mapping[str, Any], *, node: types.NodeName) -> types.ObservedC
     )
 
 
-def image(raw: Mapping[str, Any], *, node: types.NodeName) -> types.ObservedImage:
+def image(raw: Mapping[str, Any], *, node: domain.NodeName) -> domain.ObservedImage:
     """One entry of ``GET /images/json``; tags sorted, ``<none>:<none>`` dropped."""
     tags = [t for t in raw.get("RepoTags") or [] if t != "<none>:<none>"]
-    return types.ObservedImage(
+    return domain.ObservedImage(
         node=node, id=str(raw["Id"]), tags=tuple(sorted(tags)), size_bytes=raw.get("Size")
     )
 
@@ -142,7 +142,7 @@ def event(raw: object) -> EngineEvent | None:
     )
 
 
-def create_args(api: Any, spec: types.ContainerSpec, labels: Mapping[str, str]) -> dict[str, Any]:
+def create_args(api: Any, spec: domain.ContainerSpec, labels: Mapping[str, str]) -> dict[str, Any]:
     """``APIClient.create_container`` keyword arguments; unset fields are left to Docker.
 
     ``labels`` are added to ``spec.labels`` and win on a clash (the ownership labels).

@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from reconciler import config, types
+from reconciler import domain
+from reconciler import settings as config
 from reconciler.db import events, node_state
 from reconciler.db import nodes as db_nodes
 from reconciler.nodes import health, publish
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_INTERVAL = 1.0
 
 
-def _connection_fields(row: types.NodeRow) -> tuple[object, ...]:
+def _connection_fields(row: domain.NodeRow) -> tuple[object, ...]:
     """What a ``Node`` cannot change in place: a change means a new connection."""
     return (
         row.url,
@@ -75,10 +76,10 @@ class Cluster:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._sync_lock = threading.Lock()
-        self._nodes: dict[types.NodeName, node_mod.Node] = {}
-        self._engine_ids: dict[types.NodeName, str] = {}
+        self._nodes: dict[domain.NodeName, node_mod.Node] = {}
+        self._engine_ids: dict[domain.NodeName, str] = {}
         self._publisher = publish.PicturePublisher(engine=engine, snapshot_of=self._snapshot_of)
-        self._duplicates_reported: set[frozenset[types.NodeName]] = set()
+        self._duplicates_reported: set[frozenset[domain.NodeName]] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -116,12 +117,12 @@ class Cluster:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def snapshots(self) -> dict[types.NodeName, types.NodeSnapshot]:
+    def snapshots(self) -> dict[domain.NodeName, domain.NodeSnapshot]:
         with self._lock:
             followed = list(self._nodes.values())
         return {n.name: n.snapshot() for n in followed}
 
-    def handles(self) -> dict[types.NodeName, node_mod.Node]:
+    def handles(self) -> dict[domain.NodeName, node_mod.Node]:
         """Every followed node; the executor uses ``.client`` and ``.refresh_containers``."""
         with self._lock:
             return dict(self._nodes)
@@ -129,7 +130,7 @@ class Cluster:
     def node(self, name: str) -> node_mod.Node:
         """The node called ``name``; KeyError if no row has that name (any more)."""
         with self._lock:
-            return self._nodes[types.NodeName(name)]
+            return self._nodes[domain.NodeName(name)]
 
     # -- following the table ------------------------------------------------------------------
 
@@ -173,7 +174,7 @@ class Cluster:
             log.info("following node %s at %s", n.name, n.row.url)
             n.start()
 
-    def _new_node(self, row: types.NodeRow) -> node_mod.Node:
+    def _new_node(self, row: domain.NodeRow) -> node_mod.Node:
         rng = random.Random(self._rng.random())
         return node_mod.Node(row=row, settings=self.settings, observer=self, rng=rng)
 
@@ -194,7 +195,7 @@ class Cluster:
 
     def health_changed(
         self,
-        node: types.NodeName,
+        node: domain.NodeName,
         state: health.HealthState,
         transition: health.Transition | None,
     ) -> None:
@@ -202,7 +203,7 @@ class Cluster:
         if transition is not None:
             kind = "Warning" if transition.warning else "Normal"
             event = events.Event(f"node/{node}", transition.reason, transition.message, kind)
-        seen = _now() if state.health is types.Health.HEALTHY and transition else None
+        seen = _now() if state.health is domain.Health.HEALTHY and transition else None
         self._write(
             lambda conn: node_state.write_health(
                 conn,
@@ -217,21 +218,21 @@ class Cluster:
         if transition is not None:
             self._on_change()
 
-    def specs_read(self, node: types.NodeName, info: types.EngineInfo) -> None:
+    def specs_read(self, node: domain.NodeName, info: domain.EngineInfo) -> None:
         self._write(lambda conn: node_state.write_engine_info(conn, node=node, info=info))
         self._check_duplicate(node, info.engine_id)
 
-    def picture_changed(self, node: types.NodeName, *, full: bool, changed: bool) -> None:
+    def picture_changed(self, node: domain.NodeName, *, full: bool, changed: bool) -> None:
         self._publisher.changed(node, full=full)
         if changed:
             self._on_change()
 
-    def _snapshot_of(self, name: types.NodeName) -> types.NodeSnapshot | None:
+    def _snapshot_of(self, name: domain.NodeName) -> domain.NodeSnapshot | None:
         with self._lock:
             followed = self._nodes.get(name)
         return followed.snapshot() if followed is not None else None
 
-    def _check_duplicate(self, name: types.NodeName, engine_id: str) -> None:
+    def _check_duplicate(self, name: domain.NodeName, engine_id: str) -> None:
         with self._lock:
             self._engine_ids[name] = engine_id
             twins = sorted(n for n, i in self._engine_ids.items() if i == engine_id and n != name)
@@ -258,17 +259,17 @@ class Cluster:
             return None
 
 
-def _ready(snapshot: types.NodeSnapshot) -> bool:
-    if snapshot.health is types.Health.UNHEALTHY:
+def _ready(snapshot: domain.NodeSnapshot) -> bool:
+    if snapshot.health is domain.Health.UNHEALTHY:
         return True
-    return snapshot.refreshed and snapshot.health is types.Health.HEALTHY
+    return snapshot.refreshed and snapshot.health is domain.Health.HEALTHY
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _mark_pending(conn: sa.Connection, *, name: types.NodeName) -> None:
+def _mark_pending(conn: sa.Connection, *, name: domain.NodeName) -> None:
     node_state.write_health(
-        conn, node=name, health=types.Health.PENDING, failures=0, last_error=None
+        conn, node=name, health=domain.Health.PENDING, failures=0, last_error=None
     )

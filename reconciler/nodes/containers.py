@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from reconciler import docker_api, errors, types
+from reconciler import docker_api, domain, errors
 
 #: Container event actions that change nothing observed here (``exec_*`` neither).
 _IGNORED_ACTIONS = frozenset(
@@ -74,7 +74,7 @@ class _Mark:
     exit_code: str | None = None
 
 
-def _agrees(container: types.ObservedContainer, mark: _Mark) -> bool:
+def _agrees(container: domain.ObservedContainer, mark: _Mark) -> bool:
     """Is ``container`` already what the event says it became? (Then the event is no news.)"""
     match mark.action:
         case "create" | "kill":  # it exists / a signal; a kill that stops it is followed by die
@@ -93,7 +93,7 @@ def _agrees(container: types.ObservedContainer, mark: _Mark) -> bool:
 
 @dataclass(frozen=True)
 class _Entry:
-    container: types.ObservedContainer
+    container: domain.ObservedContainer
     #: ``(state, name, status facts)`` from the list, or None when an event refreshed it.
     key: tuple[str, ...] | None
     seq: int
@@ -107,30 +107,30 @@ def change_key(summary: docker_api.ContainerSummary) -> tuple[str, ...]:
 class ContainerCache:
     """Thread-safe; the I/O happens outside its lock."""
 
-    def __init__(self, *, node: types.NodeName) -> None:
+    def __init__(self, *, node: domain.NodeName) -> None:
         self.node = node
         self._lock = threading.Lock()
-        self._entries: dict[types.ContainerId, _Entry] = {}
-        self._images: dict[str, types.ObservedImage] = {}
+        self._entries: dict[domain.ContainerId, _Entry] = {}
+        self._images: dict[str, domain.ObservedImage] = {}
         #: container → the events about it not looked at yet
-        self._dirty: dict[types.ContainerId, list[_Mark]] = {}
+        self._dirty: dict[domain.ContainerId, list[_Mark]] = {}
         #: ids and names the executor is acting on (counted: actions may overlap)
         self._claimed_ids: collections.Counter[str] = collections.Counter()
         self._claimed_names: collections.Counter[str] = collections.Counter()
         #: removed container → sequence number of the observation that saw it gone
-        self._tombstones: dict[types.ContainerId, int] = {}
+        self._tombstones: dict[domain.ContainerId, int] = {}
         self._forgotten = False
         self._images_dirty = False
         self._sequence = itertools.count(1)
 
     # -- reading -----------------------------------------------------------------------------
 
-    def containers(self) -> tuple[types.ObservedContainer, ...]:
+    def containers(self) -> tuple[domain.ObservedContainer, ...]:
         with self._lock:
             found = [e.container for e in self._entries.values()]
         return tuple(sorted(found, key=lambda c: (c.name, c.id)))
 
-    def images(self) -> tuple[types.ObservedImage, ...]:
+    def images(self) -> tuple[domain.ObservedImage, ...]:
         with self._lock:
             return tuple(sorted(self._images.values(), key=lambda i: i.id))
 
@@ -146,10 +146,10 @@ class ContainerCache:
         if event.action in _IGNORED_ACTIONS:
             return False
         if event.action == "destroy":  # gone for good (ids are never reused): no inspect needed
-            self.forget([types.ContainerId(event.id)])
+            self.forget([domain.ContainerId(event.id)])
             return True
         self.mark_dirty(
-            types.ContainerId(event.id),
+            domain.ContainerId(event.id),
             action=event.action,
             name=event.attributes.get("name"),
             exit_code=event.attributes.get("exitCode"),
@@ -158,7 +158,7 @@ class ContainerCache:
 
     def mark_dirty(
         self,
-        container_id: types.ContainerId,
+        container_id: domain.ContainerId,
         *,
         action: str = "",
         name: str | None = None,
@@ -194,7 +194,7 @@ class ContainerCache:
         with self._lock:
             return bool(self._dirty)
 
-    def forget(self, ids: Iterable[types.ContainerId]) -> None:
+    def forget(self, ids: Iterable[domain.ContainerId]) -> None:
         """Drop containers known to be removed (a ``destroy`` event, a successful remove)."""
         doomed = set(ids)
         with self._lock:
@@ -210,7 +210,7 @@ class ContainerCache:
             taken, self._forgotten = self._forgotten, False
         return taken
 
-    def take_dirty(self) -> list[types.ContainerId]:
+    def take_dirty(self) -> list[domain.ContainerId]:
         """The containers whose events are news, to inspect now.
 
         Left out: removed containers; containers inspected after their latest event arrived
@@ -218,7 +218,7 @@ class ContainerCache:
         its inspect); containers the cache already shows as the events say. Containers being
         acted on stay marked until the action is over.
         """
-        todo: list[types.ContainerId] = []
+        todo: list[domain.ContainerId] = []
         with self._lock:
             dirty, self._dirty = self._dirty, {}
             for cid, marks in dirty.items():
@@ -266,7 +266,7 @@ class ContainerCache:
                     self._entries[s.id] = replace(entry, key=change_key(s))
         return changed
 
-    def inspect(self, client: docker_api.EngineClient, ids: Iterable[types.ContainerId]) -> bool:
+    def inspect(self, client: docker_api.EngineClient, ids: Iterable[domain.ContainerId]) -> bool:
         """Inspect just ``ids`` (gone ones are dropped); True if the picture changed.
 
         On failure the ids are marked dirty again, so they are retried.
@@ -298,7 +298,7 @@ class ContainerCache:
 
     # -- helpers (called with the lock held, except _inspect_all) -------------------------------
 
-    def _is_claimed(self, container_id: types.ContainerId, marks: list[_Mark]) -> bool:
+    def _is_claimed(self, container_id: domain.ContainerId, marks: list[_Mark]) -> bool:
         if container_id in self._claimed_ids:
             return True
         return any(m.name in self._claimed_names for m in marks if m.name is not None)
@@ -316,10 +316,10 @@ class ContainerCache:
 
     @staticmethod
     def _inspect_all(
-        client: docker_api.EngineClient, ids: list[types.ContainerId]
-    ) -> tuple[dict[types.ContainerId, types.ObservedContainer], set[types.ContainerId]]:
-        found: dict[types.ContainerId, types.ObservedContainer] = {}
-        gone: set[types.ContainerId] = set()
+        client: docker_api.EngineClient, ids: list[domain.ContainerId]
+    ) -> tuple[dict[domain.ContainerId, domain.ObservedContainer], set[domain.ContainerId]]:
+        found: dict[domain.ContainerId, domain.ObservedContainer] = {}
+        gone: set[domain.ContainerId] = set()
         for container_id in ids:
             try:
                 found[container_id] = client.inspect_container(container_id)
@@ -328,7 +328,7 @@ class ContainerCache:
         return found, gone
 
     def _put(
-        self, container: types.ObservedContainer, key: tuple[str, ...] | None, seq: int
+        self, container: domain.ObservedContainer, key: tuple[str, ...] | None, seq: int
     ) -> bool:
         if container.id in self._tombstones:
             return False  # seen removed meanwhile: an older observation cannot bring it back
@@ -338,7 +338,7 @@ class ContainerCache:
         self._entries[container.id] = _Entry(container, key, seq)
         return entry is None or entry.container != container
 
-    def _drop(self, gone: Callable[[types.ContainerId], bool], seq: int) -> bool:
+    def _drop(self, gone: Callable[[domain.ContainerId], bool], seq: int) -> bool:
         doomed = [cid for cid, e in self._entries.items() if gone(cid) and e.seq < seq]
         for cid in doomed:
             del self._entries[cid]

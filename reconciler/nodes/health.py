@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from reconciler.types import Health, NodeName
+from reconciler.domain import Health, NodeName
 
 
 @dataclass(frozen=True, kw_only=True)

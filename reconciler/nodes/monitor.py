@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable
 
 from reconciler import docker_api, errors
+from reconciler.domain import NodeName
 from reconciler.nodes import health
-from reconciler.types import NodeName
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
-from reconciler import docker_api, errors, types
+from reconciler import docker_api, domain, errors
 from reconciler.nodes import containers, health, monitor
 from reconciler.nodes.settings import NodeSettings
 
@@ -47,12 +47,12 @@ class NodeObserver(Protocol):
     """What a node reports; called from the node's threads, one call at a time per node."""
 
     def health_changed(
-        self, node: types.NodeName, state: health.HealthState, transition: health.Transition | None
+        self, node: domain.NodeName, state: health.HealthState, transition: health.Transition | None
     ) -> None: ...
 
-    def specs_read(self, node: types.NodeName, info: types.EngineInfo) -> None: ...
+    def specs_read(self, node: domain.NodeName, info: domain.EngineInfo) -> None: ...
 
-    def picture_changed(self, node: types.NodeName, *, full: bool, changed: bool) -> None:
+    def picture_changed(self, node: domain.NodeName, *, full: bool, changed: bool) -> None:
         """The picture changed (``changed``) or was refreshed in full (``full``); read it with
         :meth:`Node.snapshot` when needed, not on every call."""
 
@@ -67,7 +67,7 @@ class Node:
     def __init__(
         self,
         *,
-        row: types.NodeRow,
+        row: domain.NodeRow,
         settings: NodeSettings | None = None,
         observer: NodeObserver | None = None,
         rng: random.Random | None = None,
@@ -85,14 +85,14 @@ class Node:
         self._health = health.HealthState()
         self._client: docker_api.EngineClient | None = None
         self._monitor: monitor.EventMonitor | None = None
-        self._info: types.EngineInfo | None = None
+        self._info: domain.EngineInfo | None = None
         self._cache = containers.ContainerCache(node=row.name)
         self._refreshed = False
         self._last_alive = 0.0
         self._next_full = 0.0
         self._next_images = 0.0
         self._next_specs = 0.0
-        self._snapshot: types.NodeSnapshot | None = None
+        self._snapshot: domain.NodeSnapshot | None = None
         #: Full refreshes done, and when the last one finished (monotonic); for tests and bench.
         self.full_refreshes = 0
         self.last_full_refresh_at: float | None = None
@@ -119,10 +119,10 @@ class Node:
             self._thread.join(timeout)
 
     @property
-    def row(self) -> types.NodeRow:
+    def row(self) -> domain.NodeRow:
         return self._row
 
-    def update_row(self, row: types.NodeRow) -> None:
+    def update_row(self, row: domain.NodeRow) -> None:
         """Take new labels or ``schedulable`` (a new URL or TLS needs a new ``Node``)."""
         with self._lock:
             self._row = row
@@ -133,7 +133,7 @@ class Node:
         return self._health
 
     @property
-    def info(self) -> types.EngineInfo | None:
+    def info(self) -> domain.EngineInfo | None:
         return self._info
 
     @property
@@ -156,11 +156,11 @@ class Node:
             )
         return client
 
-    def snapshot(self) -> types.NodeSnapshot:
+    def snapshot(self) -> domain.NodeSnapshot:
         """The node as the planner sees it: immutable, rebuilt only after a change."""
         with self._lock:
             if self._snapshot is None:
-                self._snapshot = types.NodeSnapshot(
+                self._snapshot = domain.NodeSnapshot(
                     name=self.name,
                     health=self._health.health,
                     schedulable=self._row.schedulable,
@@ -176,7 +176,7 @@ class Node:
         :class:`errors.EngineError` of a failed inspect after recording it."""
         client = self.client
         try:
-            changed = self._cache.inspect(client, [types.ContainerId(i) for i in ids])
+            changed = self._cache.inspect(client, [domain.ContainerId(i) for i in ids])
         except errors.EngineError as e:
             self.record_failure(e)
             raise
@@ -198,7 +198,7 @@ class Node:
 
     def forget_containers(self, ids: Iterable[str]) -> None:
         """Drop containers the caller has just removed; no call to the engine."""
-        self._cache.forget([types.ContainerId(i) for i in ids])
+        self._cache.forget([domain.ContainerId(i) for i in ids])
         self._changed()
 
     def request_refresh(self) -> None:
@@ -243,7 +243,7 @@ class Node:
 
     def _step(self, now: float) -> None:
         state = self._health
-        if self._client is None or state.health is types.Health.UNHEALTHY:
+        if self._client is None or state.health is domain.Health.UNHEALTHY:
             if state.attempt_due(now):
                 self._recover()
             return
@@ -269,7 +269,7 @@ class Node:
 
     def _sleep_time(self, now: float) -> float:
         state = self._health
-        if self._client is None or state.suspect or state.health is types.Health.UNHEALTHY:
+        if self._client is None or state.suspect or state.health is domain.Health.UNHEALTHY:
             deadlines = [state.next_attempt_at or now]
         else:
             deadlines = [

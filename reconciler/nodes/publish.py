@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from reconciler import types
+from reconciler import domain
 from reconciler.db import node_state, observed
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ class PicturePublisher:
         self,
         *,
         engine: sa.Engine,
-        snapshot_of: Callable[[types.NodeName], types.NodeSnapshot | None],
+        snapshot_of: Callable[[domain.NodeName], domain.NodeSnapshot | None],
         min_gap: float = DEFAULT_MIN_GAP,
     ) -> None:
         self._engine = engine
         self._snapshot_of = snapshot_of
         self._min_gap = min_gap
         self._lock = threading.Lock()
-        self._pending: dict[types.NodeName, _Pending] = {}
+        self._pending: dict[domain.NodeName, _Pending] = {}
         self._mirror = observed.Mirror()  # touched by the writing thread only
         self._write_lock = threading.Lock()  # the thread, and flush() from another
         self._wake = threading.Event()
@@ -73,7 +73,7 @@ class PicturePublisher:
             self._thread.join(timeout=10)
         self.flush()
 
-    def changed(self, node: types.NodeName, *, full: bool) -> None:
+    def changed(self, node: domain.NodeName, *, full: bool) -> None:
         """``node``'s picture changed (or was refreshed in full): write it soon."""
         with self._lock:
             pending = self._pending.setdefault(node, _Pending())
@@ -81,7 +81,7 @@ class PicturePublisher:
             pending.full |= full
         self._wake.set()
 
-    def dropped(self, node: types.NodeName) -> None:
+    def dropped(self, node: domain.NodeName) -> None:
         """``node`` is no longer followed: delete its rows, and forget anything pending."""
         with self._lock:
             self._pending[node] = _Pending(drop=True)
@@ -104,7 +104,7 @@ class PicturePublisher:
             self.flush()
             self._stopping.wait(self._min_gap)  # let the next burst gather
 
-    def _publish(self, node: types.NodeName, what: _Pending) -> None:
+    def _publish(self, node: domain.NodeName, what: _Pending) -> None:
         now = datetime.now(UTC)
         if what.drop:
             self._mirror.forget(node)

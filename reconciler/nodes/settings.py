@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler import config
+from reconciler import settings as config
 from reconciler.nodes import health
 
 

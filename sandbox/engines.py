@@ -23,8 +23,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from reconciler.sandbox import images, processes
-from reconciler.sandbox.tls import TlsFiles
+from sandbox import images, processes
+from sandbox.tls import TlsFiles
 
 __all__ = [
     "EngineError",

@@ -28,11 +28,13 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from reconciler import backoff, executor, planning
-from reconciler.config import Settings
+from reconciler import planning
 from reconciler.db import changes, desired, status
 from reconciler.db import events as events_db
-from reconciler.types import DesiredContainer, NodeName, NodeSnapshot, Phase
+from reconciler.domain import DesiredContainer, NodeName, NodeSnapshot, Phase
+from reconciler.planning import backoff
+from reconciler.runtime import executor
+from reconciler.settings import Settings
 
 log = logging.getLogger(__name__)
 

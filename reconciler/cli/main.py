@@ -11,7 +11,7 @@ gets its engine from :func:`_store`, which refuses to go on unless the schema is
         daemon.run(_settings(ctx), engine=_store(ctx))
 
 Errors a person can fix are ``click.ClickException`` (exit 1) or ``click.UsageError`` (exit 2),
-printed on stderr and naming the field at fault. Printing rows is ``reconciler.output``'s job.
+printed on stderr and naming the field at fault. Printing rows is ``reconciler.cli.output``'s job.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ import click
 import sqlalchemy as sa
 import yaml
 
-from reconciler import __version__, config, output, spec, spec_model, types
+from reconciler import __version__, domain, spec
+from reconciler import settings as config
+from reconciler.cli import output
 from reconciler.db import desired, migrate, nodes
 from reconciler.db import engine as db_engine
+from reconciler.spec import model as spec_model
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +234,8 @@ def node_add(
     if (tls_cert is None) != (tls_key is None):
         raise click.BadParameter("give both or neither", param_hint="--tls-cert/--tls-key")
     _check_url(url, tls=bool(tls_ca or tls_cert), allow_insecure=allow_insecure_tcp)
-    row = types.NodeRow(
-        name=types.NodeName(name),
+    row = domain.NodeRow(
+        name=domain.NodeName(name),
         url=url,
         labels=_labels(labels),
         tls_ca_cert=tls_ca,
@@ -305,7 +308,7 @@ def node_uncordon(ctx: click.Context, name: str) -> None:
 # -- desired containers ----------------------------------------------------------------------
 
 
-def _read_desired(stream: IO[str]) -> list[types.DesiredContainer]:
+def _read_desired(stream: IO[str]) -> list[domain.DesiredContainer]:
     """Parse and validate every item of a YAML list; report all problems at once."""
     source = stream.name
     try:
@@ -317,7 +320,7 @@ def _read_desired(stream: IO[str]) -> list[types.DesiredContainer]:
         raise click.ClickException(
             f"{source}: must be a YAML list of desired containers, got {got}"
         )
-    items: list[types.DesiredContainer] = []
+    items: list[domain.DesiredContainer] = []
     problems: list[str] = []
     first_seen: dict[str, int] = {}
     for index, raw in enumerate(data, start=1):
@@ -341,7 +344,7 @@ def _item(index: int, raw: object) -> str:
     return f"item {index} ({name})" if isinstance(name, str) else f"item {index}"
 
 
-def _check_nodes(conn: sa.Connection, items: list[types.DesiredContainer], *, source: str) -> None:
+def _check_nodes(conn: sa.Connection, items: list[domain.DesiredContainer], *, source: str) -> None:
     known = {n.name for n in nodes.list_nodes(conn)}
     problems = [
         f"{source}: {_item(index, {'name': item.name})}: node: unknown node {item.node!r} "
@@ -407,7 +410,3 @@ def delete(ctx: click.Context, names: tuple[str, ...]) -> None:
         desired.delete(conn, names)
     for name in dict.fromkeys(names):
         click.echo(f"{name} deleted")
-
-
-# The daemon's commands live in their own module; importing it registers them on ``main``.
-from reconciler import cli_run  # noqa: E402, F401

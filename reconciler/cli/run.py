@@ -13,9 +13,12 @@ from typing import Any
 
 import click
 
-from reconciler import config, daemon, logs, plan_format
-from reconciler.cli import _settings, _store, main
-from reconciler.config import LogFormat
+from reconciler import settings as config
+from reconciler.cli import logs
+from reconciler.cli.main import _settings, _store, main
+from reconciler.planning import describe as plan_format
+from reconciler.runtime import daemon
+from reconciler.settings import LogFormat
 
 
 def _daemon_options(f: Callable[..., None]) -> Callable[..., None]:

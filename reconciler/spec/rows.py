@@ -33,7 +33,8 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from reconciler import spec_model, types
+from reconciler import domain
+from reconciler.spec import model as spec_model
 
 
 class SpecError(ValueError):
@@ -116,12 +117,12 @@ def _validate(raw: object, *, json_text: bool) -> spec_model.RowModel:
         raise SpecError([_describe(error) for error in e.errors()]) from None
 
 
-def _port_key(port: types.PortBinding) -> tuple[int, str, str, int]:
+def _port_key(port: domain.PortBinding) -> tuple[int, str, str, int]:
     return (port.container_port, port.protocol, port.host_ip or "", port.host_port or 0)
 
 
-def _desired(row: spec_model.RowModel) -> types.DesiredContainer:
-    spec = types.ContainerSpec(
+def _desired(row: spec_model.RowModel) -> domain.DesiredContainer:
+    spec = domain.ContainerSpec(
         name=row.name,
         image=row.image,
         command=None if row.command is None else tuple(row.command),
@@ -130,9 +131,9 @@ def _desired(row: spec_model.RowModel) -> types.DesiredContainer:
         labels=dict(row.labels),
         # Order carries no meaning to Docker; a canonical order keeps equality and hash stable.
         ports=tuple(
-            sorted((types.PortBinding(**p.model_dump()) for p in row.ports), key=_port_key)
+            sorted((domain.PortBinding(**p.model_dump()) for p in row.ports), key=_port_key)
         ),
-        mounts=tuple(sorted((types.Mount(**m.model_dump()) for m in row.mounts), key=_mount_key)),
+        mounts=tuple(sorted((domain.Mount(**m.model_dump()) for m in row.mounts), key=_mount_key)),
         network=row.network,
         cpus=row.cpus,
         memory_bytes=row.memory_bytes,
@@ -140,30 +141,30 @@ def _desired(row: spec_model.RowModel) -> types.DesiredContainer:
         workdir=row.workdir,
         stop_timeout=row.stop_timeout,
     )
-    return types.DesiredContainer(
+    return domain.DesiredContainer(
         name=row.name,
         state=row.state,
-        node=None if row.node is None else types.NodeName(row.node),
+        node=None if row.node is None else domain.NodeName(row.node),
         spec=spec,
         spec_hash=spec_hash(spec),
     )
 
 
-def _mount_key(mount: types.Mount) -> str:
+def _mount_key(mount: domain.Mount) -> str:
     return mount.target
 
 
-def _broken(raw: object, error: str) -> types.DesiredContainer:
+def _broken(raw: object, error: str) -> domain.DesiredContainer:
     """The value for a row that failed validation: what can be salvaged, plus the error."""
     fields = raw if isinstance(raw, Mapping) else {}
     name, state, node = fields.get("name"), fields.get("state"), fields.get("node")
-    return types.DesiredContainer(
+    return domain.DesiredContainer(
         name=name if isinstance(name, str) else str(name or ""),
         # The planner does not act on a broken row; the column default is as good as any.
-        state=types.DesiredState(state)
+        state=domain.DesiredState(state)
         if state in ("running", "stopped")
-        else types.DesiredState.RUNNING,
-        node=types.NodeName(node)
+        else domain.DesiredState.RUNNING,
+        node=domain.NodeName(node)
         if isinstance(node, str) and spec_model.NODE_NAME_RE.match(node)
         else None,
         spec=None,
@@ -172,7 +173,7 @@ def _broken(raw: object, error: str) -> types.DesiredContainer:
     )
 
 
-def parse_row(raw: Mapping[str, Any], *, json_text: bool = True) -> types.DesiredContainer:
+def parse_row(raw: Mapping[str, Any], *, json_text: bool = True) -> domain.DesiredContainer:
     """Validate one row; never raises.
 
     ``json_text=True`` (rows from SQL) parses string values of the JSON columns as JSON text. On
@@ -185,7 +186,7 @@ def parse_row(raw: Mapping[str, Any], *, json_text: bool = True) -> types.Desire
         return _broken(raw, str(e))
 
 
-def validate_row_strict(raw: object, *, json_text: bool = False) -> types.DesiredContainer:
+def validate_row_strict(raw: object, *, json_text: bool = False) -> domain.DesiredContainer:
     """Validate one item (from YAML by default); raise :class:`SpecError` if it is invalid."""
     return _desired(_validate(raw, json_text=json_text))
 
@@ -197,7 +198,7 @@ def _without_none(value: dict[str, Any]) -> dict[str, Any]:
     return {key: item for key, item in value.items() if item is not None}
 
 
-def spec_hash(spec: types.ContainerSpec) -> str:
+def spec_hash(spec: domain.ContainerSpec) -> str:
     """SHA-256 hex of the canonical JSON of everything that shapes the container.
 
     Left out: ``name`` (identity, not shape) and ``stop_timeout`` (changing it must not recreate
@@ -227,13 +228,16 @@ def spec_hash(spec: types.ContainerSpec) -> str:
 
 
 def container_labels(
-    spec: types.ContainerSpec, spec_hash: str, *, node: str | None = None
+    spec: domain.ContainerSpec, spec_hash: str, *, node: str | None = None
 ) -> dict[str, str]:
     """The labels for the container: the user's, plus the ones that mark it as ours."""
     labels = dict(spec.labels)
-    labels[types.MANAGED_LABEL] = "true"
-    labels[types.NAME_LABEL] = spec.name
-    labels[types.SPEC_HASH_LABEL] = spec_hash
+    labels[domain.MANAGED_LABEL] = "true"
+    labels[domain.NAME_LABEL] = spec.name
+    labels[domain.SPEC_HASH_LABEL] = spec_hash
     if node is not None:
-        labels[types.NODE_LABEL] = node
+        labels[domain.NODE_LABEL] = node
     return labels
+
+
+__all__ = ["SpecError", "container_labels", "parse_row", "spec_hash", "validate_row_strict"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
-from reconciler.types import ContainerId, ContainerSpec, NodeName, Phase
+from reconciler.domain import ContainerId, ContainerSpec, NodeName, Phase
 
 
 class RemoveReason(enum.StrEnum):

@@ -29,7 +29,7 @@ from typing import Protocol, assert_never
 
 from reconciler import errors, planning, spec
 from reconciler.docker_api import EngineClient
-from reconciler.types import ContainerId, ContainerSpec, NodeName, Phase
+from reconciler.domain import ContainerId, ContainerSpec, NodeName, Phase
 
 log = logging.getLogger(__name__)
 

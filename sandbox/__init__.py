@@ -3,13 +3,13 @@
 Stdlib only (plus the `docker`, `dockerd`, `openssl` and PostgreSQL binaries); nothing here is
 imported by the reconciler itself. Start with `engines.start_engines`, `postgres.SandboxPostgres`,
 `images.import_busybox` and `tls.make_tls_files` (`processes`: pid, port, mount and exit-hook
-helpers); `python -m reconciler.sandbox --help` for the CLI.
+helpers); `python -m sandbox --help` for the CLI.
 """
 
-from reconciler.sandbox.engines import EngineError, EngineFleet, SandboxEngine, start_engines
-from reconciler.sandbox.images import BUSYBOX_TAG, import_busybox
-from reconciler.sandbox.postgres import PostgresError, SandboxPostgres
-from reconciler.sandbox.tls import TlsFiles, make_tls_files
+from sandbox.engines import EngineError, EngineFleet, SandboxEngine, start_engines
+from sandbox.images import BUSYBOX_TAG, import_busybox
+from sandbox.postgres import PostgresError, SandboxPostgres
+from sandbox.tls import TlsFiles, make_tls_files
 
 __all__ = [
     "BUSYBOX_TAG",

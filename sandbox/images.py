@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from reconciler.sandbox.tls import TlsFiles
+    from sandbox.tls import TlsFiles
 
 __all__ = [
     "APPLETS",

@@ -31,21 +31,7 @@ from collections.abc import Set as AbstractSet
 from types import MappingProxyType
 from typing import NamedTuple
 
-from reconciler.actions import (
-    Action,
-    Blocked,
-    Create,
-    Plan,
-    Recreate,
-    RecreateReason,
-    Remove,
-    RemoveReason,
-    RowStatus,
-    Start,
-    Stop,
-)
-from reconciler.backoff import RowBackoff
-from reconciler.types import (
+from reconciler.domain import (
     MANAGED_LABEL,
     NAME_LABEL,
     SPEC_HASH_LABEL,
@@ -59,23 +45,22 @@ from reconciler.types import (
     ObservedContainer,
     Phase,
 )
+from reconciler.planning.actions import (
+    Action,
+    Blocked,
+    Create,
+    Plan,
+    Recreate,
+    RecreateReason,
+    Remove,
+    RemoveReason,
+    RowStatus,
+    Start,
+    Stop,
+)
+from reconciler.planning.backoff import RowBackoff
 
-# The plan's vocabulary lives in ``actions``; it is re-exported here so callers can write
-# ``planning.Create`` beside ``planning.plan``.
-__all__ = [
-    "Action",
-    "Blocked",
-    "Create",
-    "Plan",
-    "Recreate",
-    "RecreateReason",
-    "Remove",
-    "RemoveReason",
-    "RowStatus",
-    "Start",
-    "Stop",
-    "plan",
-]
+__all__ = ["plan"]
 
 
 class _RowPlan(NamedTuple):

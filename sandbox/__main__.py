@@ -1,4 +1,4 @@
-"""`python -m reconciler.sandbox engines up|down|status --dir DIR`: long-lived local engines.
+"""`python -m sandbox engines up|down|status --dir DIR`: long-lived local engines.
 
 Used by `make run` to give a machine without a Docker engine some sandboxed dockerds. `up` starts
 them detached (own session; they outlive this command) and records them in `DIR/state.json`; it
@@ -16,7 +16,7 @@ import pathlib
 import sys
 from typing import Any
 
-from reconciler.sandbox import engines, images
+from sandbox import engines, images
 
 _STATE = "state.json"
 
@@ -117,7 +117,7 @@ def status(directory: pathlib.Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reconciler.sandbox")
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
     kinds = parser.add_subparsers(dest="kind", required=True)
     engine_parser = kinds.add_parser("engines", help="sandboxed dockerd engines")
     actions = engine_parser.add_subparsers(dest="action", required=True)

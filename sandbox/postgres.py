@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from reconciler.sandbox import processes
+from sandbox import processes
 
 __all__ = ["PostgresError", "SandboxPostgres", "find_bin_dir"]
 

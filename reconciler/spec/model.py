@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic_core import PydanticCustomError
 
-from reconciler import types
+from reconciler import domain
 
 #: Docker's container (and volume) name rule: at least two characters.
 CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -216,7 +216,7 @@ class RowModel(_Strict):
     env: dict[str, str] = pydantic.Field(default_factory=dict)
     labels: dict[str, str] = pydantic.Field(default_factory=dict)
     node: str | None = None
-    state: types.DesiredState = types.DesiredState.RUNNING
+    state: domain.DesiredState = domain.DesiredState.RUNNING
     ports: list[PortModel] = pydantic.Field(default_factory=list)
     mounts: list[MountModel] = pydantic.Field(default_factory=list)
     network: str | None = None
@@ -291,10 +291,10 @@ class RowModel(_Strict):
 
     @pydantic.field_validator("state", mode="before")
     @classmethod
-    def _state(cls, value: Any) -> types.DesiredState:
+    def _state(cls, value: Any) -> domain.DesiredState:
         if value not in ("running", "stopped"):
             raise fail(f"must be 'running' or 'stopped', got {show(value)}")
-        return types.DesiredState(value)
+        return domain.DesiredState(value)
 
     @pydantic.field_validator("cpus", mode="before")
     @classmethod

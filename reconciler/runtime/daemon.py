@@ -29,11 +29,12 @@ import sqlalchemy as sa
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from reconciler import controller, planning, watch
-from reconciler.config import Settings
+from reconciler import planning
 from reconciler.db import events as events_db
-from reconciler.db import migrate
+from reconciler.db import migrate, watch
 from reconciler.nodes import cluster as cluster_mod
+from reconciler.runtime import controller
+from reconciler.settings import Settings
 
 log = logging.getLogger(__name__)
 # APScheduler warns each time an interval tick finds the previous pass still running; with

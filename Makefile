@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 SANDBOX := .sandbox
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test run lint bench clean sandbox-down
+.PHONY: help deps venv test test-unit run lint bench clean sandbox-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,14 +24,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the project and its test tools
 
-test: deps venv ## run every test, real engines and PostgreSQL included
+test: deps venv lint ## contracts, lint, types, then every test (real engines and PostgreSQL)
 	$(BIN)/python -m pytest -q
+
+test-unit: venv ## the pure tests only (no engine, no PostgreSQL): seconds
+	$(BIN)/python -m pytest -q -m "not engine and not postgres"
 
 run: deps venv ## db upgrade, a sandbox engine if none, example rows, then reconciler run
 	@bash scripts/run-local.sh
 
-lint: venv ## ruff and mypy
-	$(BIN)/ruff check reconciler tests bench
+lint: venv ## import contracts, ruff (lint + format) and mypy
+	$(BIN)/lint-imports
+	$(BIN)/ruff check reconciler sandbox tests bench
+	$(BIN)/ruff format --check reconciler sandbox tests bench
 	$(BIN)/mypy
 
 bench: deps venv ## benchmarks against raw API, swarm mode, compose (see bench/README)

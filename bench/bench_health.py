@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from reconciler import domain
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
+from reconciler.db.store import Store
 from reconciler.nodes import cluster as cluster_mod
 from reconciler.nodes.settings import NodeSettings
 from sandbox.engines import EngineFleet, SandboxEngine
@@ -84,7 +85,7 @@ def main() -> int:
                     sa.text("INSERT INTO nodes (name, url) VALUES (:n, :u)"),
                     {"n": f"n{i}", "u": e.url},
                 )
-        cluster = cluster_mod.Cluster(engine=store, settings=settings)
+        cluster = cluster_mod.Cluster(store=Store(store), settings=settings)
         cluster.start()
         try:
             runs = [_one_run(cluster, list(fleet)[1], "n2") for _ in range(args.runs)]

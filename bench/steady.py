@@ -33,6 +33,7 @@ from bench import bench_planner, daemon, machine, stats
 from bench.fleet import BenchFleet, wait_until
 from reconciler import spec
 from reconciler.db import desired
+from reconciler.db.store import Store
 from reconciler.domain import (
     ContainerId,
     DesiredContainer,
@@ -80,9 +81,9 @@ def api_calls(
     store = daemon.prepare_database(url, engines)
     daemon.insert_rows(store, [f"steady-{i}" for i in range(ROWS_PER_NODE * node_count)])
     settings = Settings(database_url=url)
-    cluster = cluster_mod.Cluster(engine=store, settings=settings)
+    cluster = cluster_mod.Cluster(store=Store(store), settings=settings)
     cluster.start()
-    ctl = controller_mod.Controller(engine=store, cluster=cluster, settings=settings)
+    ctl = controller_mod.Controller(store=Store(store), cluster=cluster, settings=settings)
     try:
         # wait_ready can return between a node's first refresh and its connection being
         # published (Node._recover), so wait for healthy nodes instead
@@ -206,7 +207,7 @@ def noop_pass(n: int, *, runs: int, workdir: pathlib.Path) -> dict[str, Any]:
     snapshot_mib = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
     ctl = controller_mod.Controller(
-        engine=store, cluster=SyntheticNodes(snapshots), settings=Settings(database_url=url)
+        store=Store(store), cluster=SyntheticNodes(snapshots), settings=Settings(database_url=url)
     )
     try:
         first = ctl.reconcile()  # writes n status rows

@@ -1,70 +1,102 @@
-"""Settings: every knob of the daemon and the CLI in one frozen value.
+"""Settings: every knob of the daemon and the CLI, defined once, in one frozen value.
 
-The CLI builds one ``Settings`` from its options and environment variables and hands it down;
-nothing below the CLI reads the environment. Each field carries its default and a docstring that
-says what it governs, so ``Settings`` is also the reference of what can be tuned. Stdlib only, so
-every layer may import it.
+Each field is the single definition of one knob: its type, bounds, default and docstring. The
+CLI derives everything else from it (``cli.options``): the option (``--refresh-interval``, or
+the short name in :data:`FLAGS`), its help text (the docstring), its default, and the environment
+variable ``RECONCILER_<FIELD>`` (``RECONCILER_REFRESH_INTERVAL``). Nothing below the CLI reads
+the environment. The node layer's timing knobs (``nodes.settings.NodeSettings``) take their
+defaults from here.
+
+A pydantic dataclass, so a bad value (``--docker-timeout 0``) is refused with a message that
+names the field, and ``dataclasses.replace`` re-validates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+import pydantic
+from pydantic import Field
 
 LogFormat = Literal["text", "json"]
 
+#: Options whose flag is not simply ``--`` + the field name with dashes.
+FLAGS = {"reconcile_interval": "--interval"}
 
-@dataclass(frozen=True, kw_only=True)
+#: Fields that are not options of ``run``/``plan`` (the root group has ``--database-url``).
+NOT_DAEMON_OPTIONS = frozenset({"database_url", "log_format"})
+
+ENV_PREFIX = "RECONCILER_"
+
+_Positive = Annotated[float, Field(gt=0)]
+
+
+@pydantic.dataclasses.dataclass(
+    frozen=True, kw_only=True, config=pydantic.ConfigDict(use_attribute_docstrings=True)
+)
 class Settings:
     database_url: str = "sqlite:///reconciler.db"
-    """Where the desired rows and the status live (SQLAlchemy URL). ``postgresql://`` means
-    psycopg 3. Set by ``--database-url`` / ``RECONCILER_DATABASE_URL``."""
+    """SQLAlchemy URL of the store (desired rows and status); postgresql:// uses psycopg 3."""
 
-    reconcile_interval: float = 10.0
-    """Seconds between two reconcile passes when nothing wakes the loop earlier."""
+    reconcile_interval: Annotated[float, Field(ge=0.1)] = 10.0
+    """Seconds between reconcile passes when nothing wakes the loop earlier."""
 
-    refresh_interval: float = 30.0
-    """Seconds between two forced full refreshes of one node (randomised a little per node)."""
+    refresh_interval: Annotated[float, Field(ge=0.5)] = 30.0
+    """Seconds between forced full refreshes of one node (jittered per node)."""
 
-    failure_threshold: int = 3
-    """Consecutive failed calls after which a node is marked ``unhealthy``."""
+    failure_threshold: Annotated[int, Field(ge=1)] = 3
+    """Consecutive failed engine calls after which a node is marked unhealthy."""
 
-    backoff_cap: float = 10.0
+    backoff_cap: _Positive = 10.0
     """Upper bound, in seconds, of the exponential backoff between reconnects to an unhealthy
-    node and between retries of a failing container."""
+    node (rows have their own cap, row_backoff_cap)."""
 
-    max_actions_per_node: int = 4
-    """How many Docker actions (create, start, stop, remove) run at once on one node."""
+    max_actions_per_node: Annotated[int, Field(ge=1)] = 4
+    """Docker actions (create, start, stop, remove) in flight at once on one node."""
 
-    docker_timeout: float = 10.0
+    docker_timeout: Annotated[float, Field(ge=0.1)] = 10.0
     """Seconds any single Docker API call may take before it counts as a failure."""
 
-    events_kept: int = 10_000
-    """How many rows the ``events`` table keeps; older ones are trimmed."""
+    events_kept: Annotated[int, Field(ge=1)] = 10_000
+    """Rows the events table keeps; older ones are trimmed."""
 
     log_format: LogFormat = "text"
-    """``text`` for people, ``json`` (one object per line) for log collectors."""
+    """text for people, json (one object per line) for log collectors."""
 
-    watch_interval: float = 0.05
-    """Seconds between two looks at SQLite's ``PRAGMA data_version`` (PostgreSQL uses
-    ``LISTEN`` and is told at once)."""
+    watch_interval: _Positive = 0.05
+    """Seconds between two looks at SQLite's data_version (PostgreSQL uses LISTEN and is told
+    at once)."""
 
-    row_backoff_cap: float = 60.0
+    row_backoff_cap: _Positive = 60.0
     """Upper bound, in seconds, of the backoff between retries of one failing row."""
 
-    retries_per_second: float = 5.0
+    retries_per_second: _Positive = 5.0
     """Global budget for retrying failing rows, so a storm of bad rows cannot hammer the
     engines; first attempts are never limited."""
 
-    retry_burst: float = 20.0
-    """How many retries may go at once before ``retries_per_second`` applies."""
+    retry_burst: _Positive = 20.0
+    """Retries that may go at once before retries_per_second applies."""
 
-    def __post_init__(self) -> None:
-        for name in ("reconcile_interval", "refresh_interval", "backoff_cap", "docker_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("failure_threshold", "max_actions_per_node", "events_kept"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.log_format not in ("text", "json"):
-            raise ValueError(f"log_format must be 'text' or 'json', got {self.log_format!r}")
+
+def describe(name: str) -> str:
+    """The docstring of field ``name``, on one line (the CLI's help text)."""
+    info = Settings.__pydantic_fields__[name]  # type: ignore[attr-defined]
+    return " ".join((info.description or "").split())
+
+
+def field_names() -> list[str]:
+    return list(Settings.__pydantic_fields__)  # type: ignore[attr-defined]
+
+
+def flag(name: str) -> str:
+    """The command-line flag of field ``name``."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def env_var(name: str) -> str:
+    """The environment variable of field ``name``: ``RECONCILER_<NAME>``."""
+    return ENV_PREFIX + name.upper()
+
+
+DEFAULTS = Settings()
+"""The defaults, for layers that take their own defaults from here (``NodeSettings``)."""

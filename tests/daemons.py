@@ -20,6 +20,7 @@ from waiting import wait_for
 
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
+from reconciler.db.store import Store
 from reconciler.domain import Health
 from reconciler.runtime.daemon import Daemon
 from reconciler.settings import Settings
@@ -54,7 +55,7 @@ def running_daemon(
         remove_managed(e)
     store = register(url, engines)
     settings = Settings(database_url=url, **{**FAST, **overrides})
-    daemon = Daemon(engine=store, settings=settings)
+    daemon = Daemon(store=Store(store), settings=settings)
     thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
     thread.start()
     try:

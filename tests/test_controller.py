@@ -20,6 +20,7 @@ from waiting import wait_for
 from reconciler import errors
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
+from reconciler.db.store import Store
 from reconciler.domain import (
     ContainerId,
     ContainerSpec,
@@ -97,7 +98,7 @@ def store(sqlite_url: str) -> Iterable[sa.Engine]:
 def _controller(store: sa.Engine, clock: Clock, **settings: float) -> tuple[Controller, OneNode]:
     cluster = OneNode()
     controller = Controller(
-        engine=store,
+        store=Store(store),
         cluster=cluster,  # type: ignore[arg-type]
         settings=dataclasses.replace(Settings(), **settings),  # type: ignore[arg-type]
         clock=clock,
@@ -202,7 +203,7 @@ def test_status_rows_are_written_while_a_long_pass_still_runs(store: sa.Engine) 
     client = GatedClient()
     cluster.handle.client = client  # type: ignore[assignment]
     controller = Controller(
-        engine=store,
+        store=Store(store),
         cluster=cluster,  # type: ignore[arg-type]
         settings=Settings(),
         status_every=0.0,  # write with every outcome

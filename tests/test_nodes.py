@@ -21,6 +21,7 @@ from waiting import wait_for
 from reconciler import docker_api, domain
 from reconciler.db import engine as db_engine
 from reconciler.db import migrate
+from reconciler.db.store import Store
 from reconciler.nodes import cluster as cluster_mod
 from reconciler.nodes import monitor
 from reconciler.nodes import node as node_mod
@@ -58,7 +59,7 @@ def start_cluster(db: sa.Engine) -> Iterator[Callable[..., cluster_mod.Cluster]]
     def start(settings: NodeSettings = FAST, **kwargs: object) -> cluster_mod.Cluster:
         wakes: list[float] = []
         cluster = cluster_mod.Cluster(
-            engine=db,
+            store=Store(db),
             settings=settings,
             on_change=lambda: wakes.append(time.monotonic()),
             **kwargs,  # type: ignore[arg-type]

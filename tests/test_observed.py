@@ -11,6 +11,7 @@ from waiting import wait_for
 
 from reconciler.db import engine as db_engine
 from reconciler.db import events, migrate, node_state, observed
+from reconciler.db.store import Store
 from reconciler.domain import (
     ContainerId,
     EngineInfo,
@@ -148,7 +149,7 @@ def names_in(db: sa.Engine) -> set[str]:
 
 def test_a_burst_of_changes_is_one_write_of_the_newest_picture(db: sa.Engine) -> None:
     pictures = Pictures()
-    publisher = publish.PicturePublisher(engine=db, snapshot_of=pictures)  # not started
+    publisher = publish.PicturePublisher(store=Store(db), snapshot_of=pictures)  # not started
     for i in range(100):
         pictures.set(*(container(f"c{j}", f"web-{j}") for j in range(i + 1)))
         publisher.changed(N1, full=False)
@@ -159,7 +160,7 @@ def test_a_burst_of_changes_is_one_write_of_the_newest_picture(db: sa.Engine) ->
 
 def test_a_drop_is_ordered_with_the_writes_of_the_same_node(db: sa.Engine) -> None:
     pictures = Pictures()
-    publisher = publish.PicturePublisher(engine=db, snapshot_of=pictures)
+    publisher = publish.PicturePublisher(store=Store(db), snapshot_of=pictures)
     pictures.set(container("c1", "old"))
     publisher.changed(N1, full=False)
     publisher.flush()
@@ -179,7 +180,7 @@ def test_a_drop_is_ordered_with_the_writes_of_the_same_node(db: sa.Engine) -> No
 
 def test_the_thread_writes_a_change_without_being_asked_to_flush(db: sa.Engine) -> None:
     pictures = Pictures()
-    publisher = publish.PicturePublisher(engine=db, snapshot_of=pictures, min_gap=0.01)
+    publisher = publish.PicturePublisher(store=Store(db), snapshot_of=pictures, min_gap=0.01)
     publisher.start()
     try:
         pictures.set(container("c1", "web"))

@@ -40,7 +40,7 @@ def _on_engines(engines):
 def test_rows_inserted_with_sql_converge_spread_over_nodes(engines, sqlite_url):
     names = [_unique("web") for _ in range(6)]
     with running_daemon(sqlite_url, engines) as d:
-        store = d._engine
+        store = d.store.sql
         insert(store, *({"name": n, "image": "busybox:local", "command": SLEEP} for n in names))
         rows = wait_for(lambda: _running(store, names), timeout=30, message="all rows running")
         on_engines = _on_engines(engines)
@@ -55,7 +55,7 @@ def test_rows_inserted_with_sql_converge_spread_over_nodes(engines, sqlite_url):
 def test_delete_change_stop_and_drift_repair(engines, sqlite_url):
     web, api = _unique("web"), _unique("api")
     with running_daemon(sqlite_url, engines) as d:
-        store = d._engine
+        store = d.store.sql
         insert(
             store,
             {"name": web, "image": "busybox:local", "command": SLEEP, "stop_timeout": 1},
@@ -131,7 +131,7 @@ def test_unmanaged_containers_survive(engines, sqlite_url):
     )
     try:
         with running_daemon(sqlite_url, engines) as d:
-            store = d._engine
+            store = d.store.sql
             ok = _unique("ok")
             # the desired row wants the lookalike's name: it must not be taken over
             insert(
@@ -167,7 +167,7 @@ def test_bad_rows_get_a_message_and_good_rows_still_run(engines, sqlite_url):
     good = [_unique("good") for _ in range(3)]
     bad = {_unique("bad"): (fields, needle) for fields, needle in BAD_ROWS}
     with running_daemon(sqlite_url, engines) as d:
-        store = d._engine
+        store = d.store.sql
         with store.begin() as conn:  # bad JSON straight into the columns, as sqlite3 would
             for name, (fields, _) in bad.items():
                 row = {"name": name, "image": "busybox:local", **fields}
@@ -200,7 +200,7 @@ def test_bad_rows_get_a_message_and_good_rows_still_run(engines, sqlite_url):
 
 def test_an_insert_wakes_the_loop_before_the_interval(engines, sqlite_url):
     with running_daemon(sqlite_url, engines, reconcile_interval=60.0) as d:
-        store = d._engine
+        store = d.store.sql
         wait_for(lambda: d.passes >= 1, timeout=30)
         name = _unique("fast")
         insert(store, {"name": name, "image": "busybox:local", "command": SLEEP})
@@ -211,7 +211,7 @@ def test_an_insert_wakes_the_loop_before_the_interval(engines, sqlite_url):
 def test_missing_image_is_reported_then_converges_once_the_image_arrives(engines, sqlite_url):
     name, image = _unique("late"), f"{_unique('img')}:1"
     with running_daemon(sqlite_url, engines) as d:
-        store = d._engine
+        store = d.store.sql
         insert(store, {"name": name, "image": image, "command": SLEEP, "node": "n1"})
         row = wait_for(
             lambda: (r := status(store).get(name)) and r["phase"] == "failed" and r,
@@ -235,7 +235,7 @@ def test_a_hung_node_keeps_its_containers_as_unknown_and_others_keep_converging(
 ):
     pinned, later = _unique("pinned"), _unique("later")
     with running_daemon(sqlite_url, engines, docker_timeout=2.0) as d:
-        store = d._engine
+        store = d.store.sql
         insert(store, {"name": pinned, "image": "busybox:local", "command": SLEEP, "node": "n2"})
         before = wait_for(lambda: _running(store, [pinned]), timeout=30)[pinned]
         engines[1].pause()  # SIGSTOP: every call to n2 hangs until its timeout
@@ -284,7 +284,7 @@ def test_a_sqlite3_shell_and_the_daemon_write_side_by_side(engines, sqlite_url):
                 timeout=30,
             )
             assert done.returncode == 0 and not done.stderr, done.stderr
-        wait_for(lambda: _running(d._engine, names), timeout=30)
+        wait_for(lambda: _running(d.store.sql, names), timeout=30)
 
 
 def test_a_create_costs_one_inspect_and_a_removal_none(engines, sqlite_url):
@@ -309,7 +309,7 @@ def test_a_create_costs_one_inspect_and_a_removal_none(engines, sqlite_url):
         engine.docker("rm", "-f", hand)
 
     with running_daemon(sqlite_url, engines[:1]) as d:
-        store, node = d._engine, d.cluster.node("n1")
+        store, node = d.store.sql, d.cluster.node("n1")
         before = node.client.calls
         insert(store, *({"name": n, "image": "busybox:local", "command": SLEEP} for n in names))
         wait_for(lambda: _running(store, names), timeout=60, message="all rows running")

@@ -2,13 +2,10 @@
 
 Each command parses and validates *all* of its input first, then calls one store function inside
 one transaction, so bad input leaves the database untouched. A command that reads or writes rows
-gets its engine from :func:`_store`, which refuses to go on unless the schema is at head
-(``migrate.require_head``); the daemon's ``run`` and ``plan`` commands take the same path::
+gets its ``db.Store`` from :func:`_store`, which refuses to go on unless the schema is at head;
+the daemon's ``run`` and ``plan`` commands (``cli.run``) take the same path::
 
-    @main.command()
-    @click.pass_context
-    def run(ctx):
-        daemon.run(_settings(ctx), engine=_store(ctx))
+    the_daemon = daemon.Daemon(store=_store(ctx), settings=settings)
 
 Errors a person can fix are ``click.ClickException`` (exit 1) or ``click.UsageError`` (exit 2),
 printed on stderr and naming the field at fault. Printing rows is ``reconciler.cli.output``'s job.
@@ -20,17 +17,17 @@ import dataclasses
 import ipaddress
 import logging
 import urllib.parse
+from collections.abc import Collection
 from typing import IO, Any
 
 import click
-import sqlalchemy as sa
 import yaml
 
 from reconciler import __version__, domain, spec
-from reconciler import settings as config
-from reconciler.cli import output
-from reconciler.db import desired, migrate, nodes
-from reconciler.db import engine as db_engine
+from reconciler import settings as settings_mod
+from reconciler.cli import logs, options, output
+from reconciler.db import migrate
+from reconciler.db import store as store_mod
 from reconciler.spec import model as spec_model
 
 log = logging.getLogger(__name__)
@@ -38,8 +35,8 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class _State:
-    settings: config.Settings
-    engine: sa.Engine | None = None
+    settings: settings_mod.Settings
+    store: store_mod.Store | None = None
 
 
 class _Group(click.Group):
@@ -49,47 +46,39 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except sa.exc.DBAPIError as e:
+        except store_mod.DatabaseError as e:
             log.debug("database error", exc_info=True)
             raise click.ClickException(f"database error: {e.orig or e}") from None
 
 
-def _settings(ctx: click.Context) -> config.Settings:
+def _settings(ctx: click.Context) -> settings_mod.Settings:
     return ctx.find_object(_State).settings  # type: ignore[union-attr]
 
 
-def _store(ctx: click.Context) -> sa.Engine:
-    """The engine for ``--database-url``, once the schema is known to be at head."""
+def _store(ctx: click.Context) -> store_mod.Store:
+    """The store of ``--database-url``, once the schema is known to be at head."""
     state = ctx.find_object(_State)
     assert state is not None, "the root command sets up the state"
-    if state.engine is None:
-        engine = db_engine.make_engine(state.settings.database_url)
-        ctx.find_root().call_on_close(engine.dispose)
+    if state.store is None:
+        store = store_mod.Store.open(state.settings.database_url)
+        ctx.find_root().call_on_close(store.close)
         try:
-            migrate.require_head(engine)
-        except migrate.SchemaMismatch as e:
+            store.require_head()
+        except store_mod.SchemaMismatch as e:
             raise click.ClickException(str(e)) from None
-        state.engine = engine
-    return state.engine
+        state.store = store
+    return state.store
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--database-url",
-    envvar=db_engine.ENV_VAR,
-    default=db_engine.DEFAULT_URL,
-    show_default=True,
-    show_envvar=True,
-    help="SQLAlchemy URL of the store; postgresql:// uses psycopg 3.",
-)
+@options.option_for("database_url")
 @click.option("-v", "--verbose", count=True, help="Log on stderr: -v info, -vv debug.")
 @click.version_option(__version__, prog_name="reconciler")
 @click.pass_context
 def main(ctx: click.Context, database_url: str, verbose: int) -> None:
     """Converge plain Docker engines onto desired containers kept in SQL."""
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = _State(settings=config.Settings(database_url=database_url))
+    logs.configure(level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+    ctx.obj = _State(settings=settings_mod.Settings(database_url=database_url))
 
 
 # -- db --------------------------------------------------------------------------------------
@@ -101,8 +90,7 @@ def db() -> None:
 
 
 def _where(ctx: click.Context) -> str:
-    url = sa.make_url(db_engine.normalise_url(_settings(ctx).database_url))
-    return url.render_as_string(hide_password=True)
+    return store_mod.display_url(_settings(ctx).database_url)
 
 
 @db.command("upgrade")
@@ -243,11 +231,10 @@ def node_add(
         tls_client_key=tls_key,
         allow_insecure_tcp=allow_insecure_tcp,
     )
-    with _store(ctx).begin() as conn:
-        try:
-            nodes.add_node(conn, row)
-        except nodes.NodeExists as e:
-            raise click.ClickException(str(e)) from None
+    try:
+        _store(ctx).add_node(row)
+    except store_mod.NodeExists as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"node {name} has been added")
 
 
@@ -262,8 +249,7 @@ _OUTPUT = click.option(
 @click.option("-q", "--quiet", is_flag=True, help="Print node names only.")
 def node_ls(ctx: click.Context, fmt: output.Format, quiet: bool) -> None:
     """List nodes with their health and engine version."""
-    with _store(ctx).connect() as conn:
-        listing = nodes.list_node_status(conn)
+    listing = _store(ctx).list_node_status()
     if quiet:
         for item in listing:
             click.echo(item.name)
@@ -276,16 +262,14 @@ def node_ls(ctx: click.Context, fmt: output.Format, quiet: bool) -> None:
 @click.pass_context
 def node_rm(ctx: click.Context, name: str) -> None:
     """Stop following node NAME (its containers are left running)."""
-    with _store(ctx).begin() as conn:
-        if not nodes.remove_node(conn, name):
-            raise click.ClickException(f"no node named {name!r}")
+    if not _store(ctx).remove_node(name):
+        raise click.ClickException(f"no node named {name!r}")
     click.echo(f"node {name} has been removed")
 
 
 def _set_schedulable(ctx: click.Context, name: str, *, schedulable: bool) -> None:
-    with _store(ctx).begin() as conn:
-        if not nodes.set_schedulable(conn, name, schedulable=schedulable):
-            raise click.ClickException(f"no node named {name!r}")
+    if not _store(ctx).set_schedulable(name, schedulable=schedulable):
+        raise click.ClickException(f"no node named {name!r}")
     click.echo(f"node {name} has been {'uncordoned' if schedulable else 'cordoned'}")
 
 
@@ -344,8 +328,9 @@ def _item(index: int, raw: object) -> str:
     return f"item {index} ({name})" if isinstance(name, str) else f"item {index}"
 
 
-def _check_nodes(conn: sa.Connection, items: list[domain.DesiredContainer], *, source: str) -> None:
-    known = {n.name for n in nodes.list_nodes(conn)}
+def _check_nodes(
+    known: Collection[str], items: list[domain.DesiredContainer], *, source: str
+) -> None:
     problems = [
         f"{source}: {_item(index, {'name': item.name})}: node: unknown node {item.node!r} "
         f"(known: {', '.join(sorted(known)) or 'none; add one with `reconciler node add`'})"
@@ -364,12 +349,13 @@ def _check_nodes(conn: sa.Connection, items: list[domain.DesiredContainer], *, s
 @click.pass_context
 def apply(ctx: click.Context, stream: IO[str], prune: bool) -> None:
     """Create or update desired containers from a YAML list, in one transaction."""
-    engine = _store(ctx)
+    store = _store(ctx)
     items = _read_desired(stream)
-    with engine.begin() as conn:
-        _check_nodes(conn, items, source=stream.name)
-        result = desired.upsert(conn, items)
-        pruned = desired.prune(conn, keep={item.name for item in items}) if prune else []
+    result, pruned = store.apply_desired(
+        items,
+        prune=prune,
+        check_nodes=lambda known: _check_nodes(known, items, source=stream.name),
+    )
     for word, names in (
         ("created", result.created),
         ("updated", result.updated),
@@ -389,8 +375,7 @@ def apply(ctx: click.Context, stream: IO[str], prune: bool) -> None:
 @click.pass_context
 def get(ctx: click.Context, name: str | None, fmt: output.Format) -> None:
     """Show desired containers (all, or NAME) with the status the controller reported."""
-    with _store(ctx).connect() as conn:
-        items = desired.list_with_status(conn, name)
+    items = _store(ctx).list_desired_with_status(name)
     if name is not None and not items:
         raise click.ClickException(f"no desired container named {name!r}")
     output.emit(output.desired_rows(items), fmt=fmt, columns=output.DESIRED_COLUMNS)
@@ -401,12 +386,8 @@ def get(ctx: click.Context, name: str | None, fmt: output.Format) -> None:
 @click.pass_context
 def delete(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Delete desired containers by name; reconciler then removes their containers."""
-    with _store(ctx).begin() as conn:
-        missing = sorted(set(names) - set(desired.names(conn)))
-        if missing:
-            raise click.ClickException(
-                f"no desired container named {', '.join(map(repr, missing))}"
-            )
-        desired.delete(conn, names)
+    missing = _store(ctx).delete_desired(names)
+    if missing:
+        raise click.ClickException(f"no desired container named {', '.join(map(repr, missing))}")
     for name in dict.fromkeys(names):
         click.echo(f"{name} deleted")

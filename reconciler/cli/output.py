@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from reconciler.db import desired, nodes
+from reconciler.db import store as store_mod
 
 Format = Literal["table", "json", "yaml"]
 FORMATS: tuple[Format, ...] = ("table", "json", "yaml")
@@ -50,7 +50,7 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def desired_rows(items: Sequence[desired.DesiredWithStatus]) -> list[dict[str, Any]]:
+def desired_rows(items: Sequence[store_mod.DesiredWithStatus]) -> list[dict[str, Any]]:
     """``reconciler get`` documents; ``container`` is the short id shown in the table."""
     return [
         {
@@ -71,7 +71,7 @@ def desired_rows(items: Sequence[desired.DesiredWithStatus]) -> list[dict[str, A
     ]
 
 
-def node_rows(items: Sequence[nodes.NodeListing]) -> list[dict[str, Any]]:
+def node_rows(items: Sequence[store_mod.NodeListing]) -> list[dict[str, Any]]:
     """``reconciler node ls`` documents."""
     return [
         {

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-DEFAULT_URL = "sqlite:///reconciler.db"
-ENV_VAR = "RECONCILER_DATABASE_URL"
+from reconciler import settings
+
+DEFAULT_URL = settings.DEFAULTS.database_url
+ENV_VAR = settings.env_var("database_url")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 

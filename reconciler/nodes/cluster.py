@@ -28,12 +28,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
-
 from reconciler import domain
-from reconciler import settings as config
-from reconciler.db import events, node_state
-from reconciler.db import nodes as db_nodes
+from reconciler import settings as settings_mod
+from reconciler.db import store as store_mod
 from reconciler.nodes import health, publish
 from reconciler.nodes import node as node_mod
 from reconciler.nodes.settings import NodeSettings
@@ -61,14 +58,14 @@ class Cluster:
     def __init__(
         self,
         *,
-        engine: sa.Engine,
-        settings: config.Settings | NodeSettings | None = None,
+        store: store_mod.Store,
+        settings: settings_mod.Settings | NodeSettings | None = None,
         on_change: Callable[[], None] | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         rng: random.Random | None = None,
     ) -> None:
-        self._engine = engine
-        if isinstance(settings, config.Settings):
+        self._store = store
+        if isinstance(settings, settings_mod.Settings):
             settings = NodeSettings.from_config(settings)
         self.settings = settings or NodeSettings()
         self._on_change = on_change or (lambda: None)
@@ -78,7 +75,7 @@ class Cluster:
         self._sync_lock = threading.Lock()
         self._nodes: dict[domain.NodeName, node_mod.Node] = {}
         self._engine_ids: dict[domain.NodeName, str] = {}
-        self._publisher = publish.PicturePublisher(engine=engine, snapshot_of=self._snapshot_of)
+        self._publisher = publish.PicturePublisher(store=store, snapshot_of=self._snapshot_of)
         self._duplicates_reported: set[frozenset[domain.NodeName]] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,8 +145,7 @@ class Cluster:
             self._sync()
 
     def _sync(self) -> None:
-        with self._engine.connect() as conn:
-            rows = {r.name: r for r in db_nodes.list_nodes(conn)}
+        rows = {r.name: r for r in self._store.list_nodes()}
         with self._lock:
             if self._stopping.is_set():
                 return
@@ -170,7 +166,15 @@ class Cluster:
             if existing is not None and existing not in gone and existing.row != row:
                 existing.update_row(row)  # reports its picture, which wakes the loop
         for n in added:
-            self._write(functools.partial(_mark_pending, name=n.name))
+            self._write(
+                functools.partial(
+                    self._store.write_health,
+                    node=n.name,
+                    health=domain.Health.PENDING,
+                    failures=0,
+                    last_error=None,
+                )
+            )
             log.info("following node %s at %s", n.name, n.row.url)
             n.start()
 
@@ -202,11 +206,11 @@ class Cluster:
         event = None
         if transition is not None:
             kind = "Warning" if transition.warning else "Normal"
-            event = events.Event(f"node/{node}", transition.reason, transition.message, kind)
+            event = store_mod.Event(f"node/{node}", transition.reason, transition.message, kind)
         seen = _now() if state.health is domain.Health.HEALTHY and transition else None
         self._write(
-            lambda conn: node_state.write_health(
-                conn,
+            functools.partial(
+                self._store.write_health,
                 node=node,
                 health=state.health,
                 failures=state.failures,
@@ -219,7 +223,7 @@ class Cluster:
             self._on_change()
 
     def specs_read(self, node: domain.NodeName, info: domain.EngineInfo) -> None:
-        self._write(lambda conn: node_state.write_engine_info(conn, node=node, info=info))
+        self._write(functools.partial(self._store.write_engine_info, node=node, info=info))
         self._check_duplicate(node, info.engine_id)
 
     def picture_changed(self, node: domain.NodeName, *, full: bool, changed: bool) -> None:
@@ -246,14 +250,13 @@ class Cluster:
                 "they may be one engine registered twice"
             )
             log.warning("%s", message)
-            event = events.Event(f"node/{name}", "DuplicateEngineID", message, "Warning")
-            self._write(functools.partial(events.record_many, events=[event]))
+            event = store_mod.Event(f"node/{name}", "DuplicateEngineID", message, "Warning")
+            self._write(functools.partial(self._store.record_events, [event]))
 
-    def _write(self, work: Callable[[sa.Connection], object]) -> object:
-        """Run ``work`` in one transaction; log (not raise) a failure."""
+    def _write(self, work: Callable[[], object]) -> object:
+        """Run one store write; log (not raise) a failure."""
         try:
-            with self._engine.begin() as conn:
-                return work(conn)
+            return work()
         except Exception:
             log.exception("cannot write node state to the database")
             return None
@@ -267,9 +270,3 @@ def _ready(snapshot: domain.NodeSnapshot) -> bool:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _mark_pending(conn: sa.Connection, *, name: domain.NodeName) -> None:
-    node_state.write_health(
-        conn, node=name, health=domain.Health.PENDING, failures=0, last_error=None
-    )

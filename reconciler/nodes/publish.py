@@ -10,8 +10,8 @@ During a convergence a node's picture changes once per action (the executor obse
 and once per event burst; written as they came, that was one SQLite transaction per change on the
 executor's and the node's threads. Here changes only mark the node, and one write per node per
 ``min_gap`` takes the newest snapshot, so a burst of 200 changes costs a handful of writes. Each
-write is a diff against what was last written (``db.observed.Mirror``). Dropping a node's rows goes
-through the same queue, so a late write can never bring back the rows of a removed node.
+write is a diff against what was last written (``store.ObservedMirror``). Dropping a node's rows
+goes through the same queue, so a late write can never bring back the rows of a removed node.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import sqlalchemy as sa
-
 from reconciler import domain
-from reconciler.db import node_state, observed
+from reconciler.db import store as store_mod
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +45,16 @@ class PicturePublisher:
     def __init__(
         self,
         *,
-        engine: sa.Engine,
+        store: store_mod.Store,
         snapshot_of: Callable[[domain.NodeName], domain.NodeSnapshot | None],
         min_gap: float = DEFAULT_MIN_GAP,
     ) -> None:
-        self._engine = engine
+        self._store = store
         self._snapshot_of = snapshot_of
         self._min_gap = min_gap
         self._lock = threading.Lock()
         self._pending: dict[domain.NodeName, _Pending] = {}
-        self._mirror = observed.Mirror()  # touched by the writing thread only
+        self._mirror = store_mod.ObservedMirror()  # touched by the writing thread only
         self._write_lock = threading.Lock()  # the thread, and flush() from another
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -108,32 +106,32 @@ class PicturePublisher:
         now = datetime.now(UTC)
         if what.drop:
             self._mirror.forget(node)
-            self._transaction(lambda conn: observed.drop_node(conn, node=node))
+            self._transaction(lambda: self._store.drop_observed(node=node))
         snapshot = self._snapshot_of(node) if what.write else None
         if snapshot is None:
             return  # not followed any more
         previous = self._mirror.previous(node)
         images_changed = self._mirror.images_changed(node, snapshot.images)
 
-        def write(conn: sa.Connection) -> None:
-            observed.sync_containers(
-                conn, node=node, containers=snapshot.containers, now=now, previous=previous
+        def write() -> None:
+            self._store.publish_observed(
+                node=node,
+                containers=snapshot.containers,
+                images=snapshot.images if images_changed else None,
+                previous=previous,
+                now=now,
+                seen=what.full,
             )
-            if images_changed:
-                observed.sync_images(conn, node=node, images=snapshot.images, now=now)
-            if what.full:
-                node_state.touch_seen(conn, node=node, at=now)
 
         if self._transaction(write):
             self._mirror.remember(node, snapshot.containers, snapshot.images)
         else:
             self._mirror.forget(node)  # compare with the table next time
 
-    def _transaction(self, work: Callable[[sa.Connection], object]) -> bool:
-        """Run ``work`` in one transaction; log (not raise) a failure."""
+    def _transaction(self, work: Callable[[], object]) -> bool:
+        """Run one store write; log (not raise) a failure."""
         try:
-            with self._engine.begin() as conn:
-                work(conn)
+            work()
         except Exception:
             log.exception("cannot write the observed containers to the database")
             return False

@@ -1,7 +1,7 @@
 """The timing knobs of one node, as a frozen value with one docstring per field.
 
 Where this sits: ``nodes.cluster`` hands one :class:`NodeSettings` to every ``nodes.node.Node``;
-the daemon builds it from ``config.Settings`` with :meth:`NodeSettings.from_config`; tests pass
+the daemon builds it from ``Settings`` with :meth:`NodeSettings.from_config`; tests pass
 short intervals. With the defaults a hung engine is ``unhealthy`` within about 20 s: a heartbeat
 ping within ``heartbeat_interval`` (5 s), then three failed calls of at most ``probe_timeout``
 (3 s; a refresh in flight may take ``call_timeout``) separated by the 1 s and 2 s backoff.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler import settings as config
+from reconciler import settings as settings_mod
 from reconciler.nodes import health
 
 
@@ -19,23 +19,23 @@ from reconciler.nodes import health
 class NodeSettings:
     """Timing knobs of one node; the defaults detect a hung engine in about 20 s."""
 
-    call_timeout: float = 10.0
+    call_timeout: float = settings_mod.DEFAULTS.docker_timeout
     """Seconds any Docker call (list, inspect, info, create…) may take before it fails."""
 
     probe_timeout: float = 3.0
     """Seconds a health ping or a connect (version negotiation) may take."""
 
-    failure_threshold: int = 3
+    failure_threshold: int = settings_mod.DEFAULTS.failure_threshold
     """Consecutive failed calls after which the node is ``unhealthy``."""
 
     backoff_initial: float = 1.0
     """Seconds before the first retry after a failure; doubled per further failure."""
 
-    backoff_cap: float = 10.0
+    backoff_cap: float = settings_mod.DEFAULTS.backoff_cap
     """Upper bound of the delay between reconnect attempts (and between probes). Small enough
     that an engine that comes back is healthy again within ~15 s however long it was away."""
 
-    refresh_interval: float = 30.0
+    refresh_interval: float = settings_mod.DEFAULTS.refresh_interval
     """Seconds between forced full refreshes, even when events say nothing changed."""
 
     refresh_jitter: float = 0.2
@@ -60,8 +60,8 @@ class NodeSettings:
     """Follow the engine's event stream; without it only forced refreshes see changes."""
 
     @classmethod
-    def from_config(cls, settings: config.Settings, **overrides: object) -> NodeSettings:
-        """The node knobs that ``config.Settings`` exposes, the rest at their defaults."""
+    def from_config(cls, settings: settings_mod.Settings, **overrides: object) -> NodeSettings:
+        """The node knobs that ``settings_mod.Settings`` exposes, the rest at their defaults."""
         values: dict[str, object] = {
             "call_timeout": settings.docker_timeout,
             "failure_threshold": settings.failure_threshold,

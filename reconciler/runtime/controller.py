@@ -26,11 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import sqlalchemy as sa
-
 from reconciler import planning
-from reconciler.db import changes, desired, status
-from reconciler.db import events as events_db
+from reconciler.db import store as store_mod
 from reconciler.domain import DesiredContainer, NodeName, NodeSnapshot, Phase
 from reconciler.planning import backoff
 from reconciler.runtime import executor
@@ -66,14 +63,14 @@ class Controller:
     def __init__(
         self,
         *,
-        engine: sa.Engine,
+        store: store_mod.Store,
         cluster: NodeSource,
         settings: Settings,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
         status_every: float = 0.5,
     ) -> None:
-        self._engine = engine
+        self._store = store
         self._status_every = status_every
         self._cluster = cluster
         self._settings = settings
@@ -82,7 +79,7 @@ class Controller:
         self._executor = executor.Executor(max_per_node=settings.max_actions_per_node)
         self._generation: int | None = None
         self._desired: Sequence[DesiredContainer] = ()
-        self._status: status.StatusCache | None = None
+        self._status: store_mod.StatusCache | None = None
         self._last_plan: (
             tuple[Sequence[DesiredContainer], dict[NodeName, NodeSnapshot], planning.Plan] | None
         ) = None
@@ -143,14 +140,12 @@ class Controller:
     # -- load ---------------------------------------------------------------------------
 
     def _load(self) -> tuple[Sequence[DesiredContainer], dict[str, backoff.RowBackoff]]:
-        with self._engine.connect() as conn:
-            generation = changes.generation(conn)
-            if generation != self._generation:
-                # Read the rows after the counter: a change in between is seen next pass.
-                self._desired = desired.load(conn)
-                self._generation = generation
-            if self._status is None:
-                self._status = status.StatusCache.load(conn)
+        loaded = self._store.load_desired(known_generation=self._generation)
+        if loaded.rows is not None:
+            self._desired = loaded.rows
+        self._generation = loaded.generation
+        if self._status is None:
+            self._status = self._store.load_status()
         backoffs = {
             name: backoff.RowBackoff(row.failures, row.next_attempt_at, row.spec_hash, row.message)
             for name, row in self._status.rows().items()
@@ -194,12 +189,12 @@ class Controller:
         outcomes: Sequence[executor.Outcome],
         *,
         now: float,
-    ) -> dict[str, status.StatusRow]:
+    ) -> dict[str, store_mod.StatusRow]:
         assert self._status is not None
         hashes = {row.name: row.spec_hash for row in rows}
-        wanted: dict[str, status.StatusRow] = {}
+        wanted: dict[str, store_mod.StatusRow] = {}
 
-        def previous(name: str) -> status.StatusRow | None:
+        def previous(name: str) -> store_mod.StatusRow | None:
             return self._status.get(name) if self._status else None
 
         for name, s in the_plan.statuses.items():
@@ -208,14 +203,14 @@ class Controller:
             if old is not None and _same_status(old, s, spec_hash):
                 wanted[name] = old  # the same object: the diff below skips it by identity
                 continue
-            wanted[name] = status.StatusRow(
+            wanted[name] = store_mod.StatusRow(
                 name, s.phase, s.node, s.container_id, s.message, spec_hash
             )
         for action in [*the_plan.actions, *limited]:
             if isinstance(action, planning.Blocked):
                 old = previous(action.name)
                 keep_backoff = old is not None and old.spec_hash == hashes.get(action.name)
-                wanted[action.name] = status.StatusRow(
+                wanted[action.name] = store_mod.StatusRow(
                     action.name,
                     action.phase,
                     action.node,
@@ -244,7 +239,7 @@ class Controller:
                 jitter=self._jitter(),
                 cap=self._settings.row_backoff_cap,
             )
-            wanted[name] = status.StatusRow(
+            wanted[name] = store_mod.StatusRow(
                 name,
                 Phase.FAILED,
                 outcome.node,
@@ -257,11 +252,11 @@ class Controller:
         for row in rows:  # every desired row has a status row, if only "pending"
             if row.name not in wanted:
                 old = previous(row.name)
-                wanted[row.name] = old or status.StatusRow(row.name, Phase.PENDING)
+                wanted[row.name] = old or store_mod.StatusRow(row.name, Phase.PENDING)
         return wanted
 
     def _record(
-        self, wanted: Mapping[str, status.StatusRow], outcomes: Sequence[executor.Outcome]
+        self, wanted: Mapping[str, store_mod.StatusRow], outcomes: Sequence[executor.Outcome]
     ) -> int:
         assert self._status is not None
         upserts, deletes = self._status.changes(wanted)
@@ -269,7 +264,7 @@ class Controller:
         # reason: only phase/node/container/message changes are events worth a row.
         events = [_event(o) for o in outcomes]
         events += [
-            events_db.Event(f"container/{row.name}", "Blocked", row.message, "Warning")
+            store_mod.Event(f"container/{row.name}", "Blocked", row.message, "Warning")
             for row in upserts
             if row.phase in (Phase.FAILED, Phase.UNSCHEDULABLE)
             and not any(o.name == row.name for o in outcomes)
@@ -282,16 +277,13 @@ class Controller:
 
     def _write_status(
         self,
-        upserts: Sequence[status.StatusRow],
+        upserts: Sequence[store_mod.StatusRow],
         deletes: Sequence[str],
-        events: Sequence[events_db.Event],
+        events: Sequence[store_mod.Event],
     ) -> None:
         """One transaction; the cache learns the rows once it has committed."""
         assert self._status is not None
-        with self._engine.begin() as conn:
-            status.upsert(conn, upserts, now=self._clock())
-            status.delete(conn, deletes)
-            events_db.record_many(conn, events)
+        self._store.record_pass(upserts=upserts, deletes=deletes, events=events, now=self._clock())
         self._status.remember(upserts, deletes)
 
 
@@ -337,10 +329,10 @@ class _Progress:
         self._recorded.update(id(o) for o in pending)
 
 
-def _done_row(outcome: executor.Outcome, spec_hash: str | None) -> status.StatusRow:
+def _done_row(outcome: executor.Outcome, spec_hash: str | None) -> store_mod.StatusRow:
     """The status row of a row whose action succeeded."""
     assert outcome.name is not None and outcome.phase is not None
-    return status.StatusRow(
+    return store_mod.StatusRow(
         outcome.name,
         outcome.phase,
         outcome.node,
@@ -350,7 +342,7 @@ def _done_row(outcome: executor.Outcome, spec_hash: str | None) -> status.Status
     )
 
 
-def _same_status(old: status.StatusRow, new: planning.RowStatus, spec_hash: str | None) -> bool:
+def _same_status(old: store_mod.StatusRow, new: planning.RowStatus, spec_hash: str | None) -> bool:
     """Would a row built from ``new`` equal ``old``? (A converged fleet: almost always.)"""
     return (
         old.phase is new.phase
@@ -363,7 +355,7 @@ def _same_status(old: status.StatusRow, new: planning.RowStatus, spec_hash: str 
     )
 
 
-def _message_changed(old: status.StatusRow | None, new: status.StatusRow) -> bool:
+def _message_changed(old: store_mod.StatusRow | None, new: store_mod.StatusRow) -> bool:
     return old is None or old.phase != new.phase or old.message != new.message
 
 
@@ -376,12 +368,12 @@ _REASONS = {
 }
 
 
-def _event(outcome: executor.Outcome) -> events_db.Event:
+def _event(outcome: executor.Outcome) -> store_mod.Event:
     obj = f"container/{outcome.name}" if outcome.name else f"container/{outcome.container_id}"
     if outcome.ok:
         where = f" on {outcome.node}" if outcome.node else ""
-        return events_db.Event(obj, _REASONS[type(outcome.action)], outcome.message + where)
-    return events_db.Event(obj, "Failed", outcome.message, "Warning")
+        return store_mod.Event(obj, _REASONS[type(outcome.action)], outcome.message + where)
+    return store_mod.Event(obj, "Failed", outcome.message, "Warning")
 
 
 def converged(result: PassResult) -> bool:

@@ -25,13 +25,11 @@ import time
 from collections.abc import Iterator
 from types import FrameType
 
-import sqlalchemy as sa
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from reconciler import planning
-from reconciler.db import events as events_db
-from reconciler.db import migrate, watch
+from reconciler.db import store as store_mod
 from reconciler.nodes import cluster as cluster_mod
 from reconciler.runtime import controller
 from reconciler.settings import Settings
@@ -45,27 +43,26 @@ RECONCILE_JOB = "reconcile"
 
 
 class Daemon:
-    def __init__(self, *, engine: sa.Engine, settings: Settings) -> None:
-        self._engine = engine
+    def __init__(self, *, store: store_mod.Store, settings: Settings) -> None:
+        self.store = store
+        """The daemon's store (tests read it; nothing else should need it)."""
         self._settings = settings
         self._stopping = threading.Event()
         self._dirty = threading.Event()
         self._in_pass = threading.Event()
-        self.cluster = cluster_mod.Cluster(engine=engine, settings=settings, on_change=self.wake)
+        self.cluster = cluster_mod.Cluster(store=store, settings=settings, on_change=self.wake)
         self.controller = controller.Controller(
-            engine=engine, cluster=self.cluster, settings=settings
+            store=store, cluster=self.cluster, settings=settings
         )
         self._scheduler = BackgroundScheduler(timezone=dt.UTC)
-        self._watcher = watch.make_watcher(
-            engine, on_change=self.wake, interval=settings.watch_interval
-        )
+        self._watcher = store.watcher(on_change=self.wake, interval=settings.watch_interval)
         self.passes = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (or ``stop()``); return once everything is closed."""
-        migrate.require_head(self._engine)
+        self.store.require_head()
         self._install_signal_handlers()
         log.info("reconciler starting (interval %.1fs)", self._settings.reconcile_interval)
         self.cluster.start()
@@ -103,7 +100,7 @@ class Daemon:
     @contextlib.contextmanager
     def _connected(self, *, ready_timeout: float) -> Iterator[None]:
         """Nodes connected and refreshed (or given up on) for one piece of work, then closed."""
-        migrate.require_head(self._engine)
+        self.store.require_head()
         self.cluster.start()
         try:
             self.cluster.wait_ready(timeout=ready_timeout)
@@ -144,8 +141,7 @@ class Daemon:
                 return
 
     def _trim_events(self) -> None:
-        with self._engine.begin() as conn:
-            trimmed = events_db.trim(conn, keep=self._settings.events_kept)
+        trimmed = self.store.trim_events(keep=self._settings.events_kept)
         if trimmed:
             log.debug("trimmed %d old events", trimmed)
 

@@ -159,6 +159,9 @@ class NodeSnapshot:
     #: False until the first full refresh since (re)connecting succeeded; the planner does not
     #: act on a node whose picture it cannot trust.
     refreshed: bool = False
+    #: The registered node this one duplicates (the same engine reached under a second name:
+    #: the same container ids show up under both); the planner then ignores this node.
+    duplicate_of: NodeName | None = None
 
     def has_image(self, ref: str) -> bool:
         """True when ``ref`` (``repo:tag``, ``repo`` meaning ``repo:latest``, or an id) is here."""
@@ -196,3 +199,24 @@ class NodeRow:
     tls_client_cert: str | None = None
     tls_client_key: str | None = None
     allow_insecure_tcp: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRow:
+    """One ``container_status`` row: where a desired row stands, and its retry state.
+
+    ``planning.statuses`` decides these for a pass; ``db.status`` stores them. ``failures`` is
+    the row's failure streak (failed actions, or exits of a crash-looping container: its
+    restart count); ``next_attempt_at`` (epoch seconds) is when the streak lets it try again,
+    and stays set, in the past, while the streak is remembered.
+    """
+
+    name: str
+    phase: Phase
+    node: NodeName | None = None
+    container_id: ContainerId | None = None
+    message: str = ""
+    spec_hash: str | None = None
+    failures: int = 0
+    #: Epoch seconds before which the row is not retried; None when it is not backing off.
+    next_attempt_at: float | None = None

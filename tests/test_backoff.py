@@ -124,3 +124,31 @@ def test_rate_limiter_lets_through_at_most_capacity_plus_refill(gaps: list[float
         allowed, bucket = bucket.take(now)
         allowed_count += allowed
     assert allowed_count <= 3 + 2.0 * now + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected"),
+    [(0, 0.0), (1, 1.0), (2, 2.0), (5, 16.0), (7, 60.0), (10_000, 60.0)],
+)
+def test_one_exponential_formula_for_rows_crash_loops_and_nodes(
+    failures: int, expected: float
+) -> None:
+    from reconciler.nodes import health
+
+    assert backoff.exponential(failures, base=1.0, cap=60.0) == expected
+    assert backoff.crash_delay(failures) == expected
+    policy = health.HealthPolicy(backoff_initial=1.0, backoff_cap=60.0)
+    assert policy.retry_delay(failures) == expected
+    assert backoff.next_delay(failures, jitter=0.0) == expected / 2
+
+
+@pytest.mark.parametrize(
+    ("delay", "exit_code", "restarts", "expected"),
+    [
+        (16.0, 1, 5, "back-off 16s restarting (exit 1, 5 restarts)"),
+        (1.0, 137, 1, "back-off 1s restarting (exit 137, 1 restart)"),
+        (60.0, None, 9, "back-off 60s restarting (exited, 9 restarts)"),
+    ],
+)
+def test_crash_message(delay: float, exit_code: int | None, restarts: int, expected: str) -> None:
+    assert backoff.crash_message(delay=delay, exit_code=exit_code, restarts=restarts) == expected

@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reconciler.db import models
-from reconciler.domain import ContainerId, NodeName, Phase
+from reconciler.domain import Phase, StatusRow
 
 _t = models.container_status
 
-
-@dataclass(frozen=True, slots=True)
-class StatusRow:
-    name: str
-    phase: Phase
-    node: NodeName | None = None
-    container_id: ContainerId | None = None
-    message: str = ""
-    spec_hash: str | None = None
-    failures: int = 0
-    #: Epoch seconds before which the row is not retried; None when it is not backing off.
-    next_attempt_at: float | None = None
+__all__ = ["StatusCache", "StatusRow", "delete", "load", "upsert"]
 
 
 def _epoch(value: dt.datetime | str | None) -> float | None:

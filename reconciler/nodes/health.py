@@ -24,10 +24,10 @@ answer, and proves the engine is alive.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from reconciler.domain import Health, NodeName
+from reconciler.planning import backoff
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,10 +48,11 @@ class HealthPolicy:
             raise ValueError("backoff_initial must be > 0 and <= backoff_cap")
 
     def retry_delay(self, failures: int) -> float:
-        """Seconds to wait after ``failures`` consecutive failures: 1, 2, 4 … capped."""
-        if failures <= 0:
-            return 0.0
-        return min(self.backoff_cap, math.ldexp(self.backoff_initial, min(failures - 1, 62)))
+        """Seconds to wait after ``failures`` consecutive failures: 1, 2, 4 … capped.
+
+        The same formula as a failing row's (``planning.backoff.exponential``), without jitter.
+        """
+        return backoff.exponential(failures, base=self.backoff_initial, cap=self.backoff_cap)
 
 
 @dataclass(frozen=True, kw_only=True)

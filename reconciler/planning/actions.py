@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from reconciler.domain import ContainerId, ContainerSpec, NodeName, Phase
+from reconciler.planning.backoff import RowBackoff
 
 
 class RemoveReason(enum.StrEnum):
@@ -126,6 +127,9 @@ class Plan:
     actions: tuple[Action, ...] = ()
     #: Desired name → status, for every row whose own container needs no action (read-only).
     statuses: Mapping[str, RowStatus] = field(default_factory=lambda: MappingProxyType({}))
+    #: Desired name → the backoff this plan started or advanced: a crash-looping container
+    #: that exited again (``Blocked`` with a ``back-off …`` reason). Read-only.
+    backoffs: Mapping[str, RowBackoff] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def changes(self) -> tuple[Action, ...]:

@@ -18,6 +18,20 @@ from dataclasses import dataclass, replace
 DEFAULT_BASE = 1.0
 #: No row waits longer than this between attempts ("capped around a minute").
 DEFAULT_CAP = 60.0
+#: A container that has run this long since its last restart starts a new crash streak.
+CRASH_RESET_AFTER = 600.0
+
+
+def exponential(failures: int, *, base: float, cap: float) -> float:
+    """``base``, ``2·base``, ``4·base`` … after 1, 2, 3 … failures, capped at ``cap``; 0 for none.
+
+    The one backoff formula of reconciler: rows (``next_delay``, crash loops) and node
+    reconnects (``nodes.health.HealthPolicy.retry_delay``) all use it.
+    """
+    if failures <= 0:
+        return 0.0
+    # ldexp(base, 62) already dwarfs any sane cap; clamping the exponent avoids an overflow.
+    return min(cap, math.ldexp(base, min(failures - 1, 62)))
 
 
 def next_delay(
@@ -32,10 +46,7 @@ def next_delay(
     """
     if not 0.0 <= jitter < 1.0:
         raise ValueError(f"jitter must be in [0, 1), got {jitter!r}")
-    if failures <= 0:
-        return 0.0
-    # ldexp(base, 62) already dwarfs any sane cap; clamping the exponent avoids an overflow.
-    raw = min(cap, math.ldexp(base, min(failures - 1, 62)))
+    raw = exponential(failures, base=base, cap=cap)
     return raw / 2 + raw / 2 * jitter
 
 
@@ -76,6 +87,22 @@ def record_failure(
     failures = streak + 1
     delay = next_delay(failures, base=base, cap=cap, jitter=jitter)
     return RowBackoff(failures, now + delay, spec_hash, message)
+
+
+def crash_delay(restarts: int) -> float:
+    """Seconds before restarting a container that has exited ``restarts`` times in a row.
+
+    1, 2, 4 … 60 s, without jitter (one container, so nothing to spread): at most 6 starts in
+    any 40 s, counting the first.
+    """
+    return exponential(restarts, base=DEFAULT_BASE, cap=DEFAULT_CAP)
+
+
+def crash_message(*, delay: float, exit_code: int | None, restarts: int) -> str:
+    """``back-off 16s restarting (exit 1, 5 restarts)``: the status of a crash-looping row."""
+    code = "exited" if exit_code is None else f"exit {exit_code}"
+    plural = "restart" if restarts == 1 else "restarts"
+    return f"back-off {delay:.0f}s restarting ({code}, {restarts} {plural})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,15 @@ no randomness: the same inputs always give the same plan. The rules, one small f
   managed containers first, counting this pass's placements; ties by node name, rows in name
   order. Cordoned nodes keep what they run.
 - A row backing off (``RowBackoff.holds``) that needs work → ``Blocked`` with its last message.
+- Crash loops: a running row's container that exited after the last pass saw it running (its
+  previous status row) is not started at once: ``Blocked`` (phase ``failed``,
+  ``back-off 16s restarting (exit 1, 5 restarts)``) with a new ``Plan.backoffs`` entry, delays
+  1, 2, 4 … 60 s; the streak is forgotten after 10 minutes of running or a spec change.
+- A row with no observed container whose previous status row puts its container on a node whose
+  picture is unknown (pending, not refreshed, unhealthy) stays there: phase ``unknown``, same
+  node and container, no copy elsewhere, until that node is observed again.
+- A node flagged as a duplicate of another (``NodeSnapshot.duplicate_of``: the same engine under
+  a second name) is ignored: no placements, and its containers are left to the original node.
 """
 
 from __future__ import annotations
@@ -44,7 +53,9 @@ from reconciler.domain import (
     NodeSnapshot,
     ObservedContainer,
     Phase,
+    StatusRow,
 )
+from reconciler.planning import backoff as backoff_policy
 from reconciler.planning.actions import (
     Action,
     Blocked,
@@ -72,6 +83,8 @@ class _RowPlan(NamedTuple):
     node: NodeName | None
     #: The container the row keeps, if it has one.
     kept: ObservedContainer | None = None
+    #: A crash-loop backoff this plan starts or advances for the row.
+    backoff: RowBackoff | None = None
 
 
 class _View(NamedTuple):
@@ -82,6 +95,8 @@ class _View(NamedTuple):
     placeable: tuple[NodeName, ...]  # usable and schedulable, sorted by name
     taken: Mapping[NodeName, AbstractSet[str]]  # node → docker names of unmanaged containers
     stale: AbstractSet[ContainerId]
+    previous: Mapping[str, StatusRow]  # desired name → its status row as the last pass left it
+    now: float
 
 
 def plan(
@@ -91,17 +106,22 @@ def plan(
     now: float,
     backoff: Mapping[str, RowBackoff] | None = None,
     stale_tasks: AbstractSet[ContainerId] = frozenset(),
+    previous: Mapping[str, StatusRow] | None = None,
 ) -> Plan:
     """Decide what converges ``nodes`` onto ``desired`` at ``now``.
 
-    ``backoff`` maps desired names to their failure streak; ``stale_tasks`` are container ids
-    the caller saw fail with a stale-task error, to be recreated. Desired names are unique (the
-    table's key); should one repeat, the first row wins. Actions come per row in name order,
-    orphan removals last, so equal inputs give equal plans whatever their order.
+    ``previous`` maps desired names to their status rows as the last pass recorded them (where
+    each row's container was last seen, its phase, its failure streak); ``backoff`` maps desired
+    names to their failure streak, and defaults to the streaks of ``previous``
+    (``backoff_entries``). ``stale_tasks`` are container ids the caller saw fail with a
+    stale-task error, to be recreated. Desired names are unique (the table's key); should one
+    repeat, the first row wins. Actions come per row in name order, orphan removals last, so
+    equal inputs give equal plans whatever their order.
     """
-    index, view = _survey(nodes, stale_tasks)
+    before = previous or {}
+    index, view = _survey(nodes, stale_tasks, before, now)
     rows = _unique_by_name(desired)
-    holds = backoff or {}
+    holds = backoff if backoff is not None else backoff_entries(before)
     # Most rows of an idle pass are settled: their one container already matches them.
     settled = {
         row.name: status
@@ -109,12 +129,15 @@ def plan(
         if (status := _settled(row, index.get(row.name, ()), view)) is not None
     }
     # Then the rows that have a place (or need none), so that new rows see the whole load.
-    planned = {
-        row.name: _hold_back(row, _plan_existing(row, index.get(row.name, ()), view), holds, now)
-        for row in rows
-        if row.name not in settled
-        and (row.name in index or row.node is not None or row.spec is None)
-    }
+    planned: dict[str, _RowPlan] = {}
+    for row in rows:
+        if row.name in settled:
+            continue
+        found = index.get(row.name, ())
+        if not found and row.spec is not None and (held := _held(row, view)) is not None:
+            planned[row.name] = held
+        elif found or row.node is not None or row.spec is None:
+            planned[row.name] = _hold_back(row, _plan_existing(row, found, view), holds, now)
     kept_on = [s.node for s in settled.values()] + [p.node for p in planned.values()]
     load = Counter(node for node in kept_on if node is not None)
     for row in rows:
@@ -126,19 +149,36 @@ def plan(
     actions = [a for row in rows if row.name in planned for a in planned[row.name].actions]
     actions.extend(_remove_orphans(index, planned.keys() | settled.keys(), view))
     statuses = settled | {name: p.status for name, p in planned.items() if p.status is not None}
-    return Plan(tuple(actions), MappingProxyType(statuses))
+    crashed = {name: p.backoff for name, p in planned.items() if p.backoff is not None}
+    return Plan(tuple(actions), MappingProxyType(statuses), MappingProxyType(crashed))
+
+
+def backoff_entries(previous: Mapping[str, StatusRow]) -> dict[str, RowBackoff]:
+    """The failure streaks recorded in status rows, as the planner's ``backoff`` input."""
+    return {
+        name: RowBackoff(row.failures, row.next_attempt_at, row.spec_hash, row.message)
+        for name, row in previous.items()
+        if row.failures and row.next_attempt_at is not None
+    }
 
 
 def _survey(
-    nodes: Mapping[NodeName, NodeSnapshot], stale: AbstractSet[ContainerId]
+    nodes: Mapping[NodeName, NodeSnapshot],
+    stale: AbstractSet[ContainerId],
+    previous: Mapping[str, StatusRow],
+    now: float,
 ) -> tuple[Mapping[str | None, Sequence[ObservedContainer]], _View]:
     """Managed containers by desired name (None: managed but nameless), and a view of the nodes.
 
-    The only walk over every container of the pass.
+    The only walk over every container of the pass. A duplicate node's containers are not
+    indexed: they are the original node's, seen a second time.
     """
     index: dict[str | None, list[ObservedContainer]] = {}
     taken: dict[NodeName, AbstractSet[str]] = {}
     for name, node in nodes.items():
+        if node.duplicate_of is not None:
+            taken[name] = frozenset()
+            continue
         unmanaged = []
         for c in node.containers:
             labels = c.labels
@@ -148,8 +188,9 @@ def _survey(
                 unmanaged.append(c.name.lstrip("/"))
         taken[name] = frozenset(unmanaged)
     usable = frozenset(n for n, s in nodes.items() if _unavailable(s) is None)
-    placeable = tuple(sorted(n for n in usable if nodes[n].schedulable))
-    return index, _View(nodes, usable, placeable, taken, stale)
+    # A suspect node (stopped answering, not unhealthy yet) keeps its rows but gets no new one.
+    placeable = tuple(sorted(n for n in usable if nodes[n].schedulable and not nodes[n].suspect))
+    return index, _View(nodes, usable, placeable, taken, stale, previous, now)
 
 
 def _unique_by_name(desired: Sequence[DesiredContainer]) -> tuple[DesiredContainer, ...]:
@@ -161,6 +202,9 @@ def _unique_by_name(desired: Sequence[DesiredContainer]) -> tuple[DesiredContain
 
 def _unavailable(node: NodeSnapshot) -> tuple[Phase, str, str] | None:
     """None when ``node``'s picture can be acted on; else (phase, message, short cause)."""
+    if node.duplicate_of is not None:
+        message = f"node {node.name} is the same engine as node {node.duplicate_of}"
+        return Phase.UNSCHEDULABLE, message, f"{node.name} duplicate"
     if node.health is Health.UNHEALTHY:
         return Phase.UNKNOWN, f"node {node.name} is unhealthy", f"{node.name} unhealthy"
     if node.health is Health.PENDING:
@@ -315,7 +359,7 @@ def _converge(row: DesiredContainer, c: ObservedContainer, view: _View) -> _RowP
         recreate = Recreate(row.name, c.node, c.id, row.spec, row.spec_hash, reason, start)
         return _RowPlan((recreate,), None, c.node, c)
     if start and c.state in ("created", "exited", "stopped"):
-        return _RowPlan((Start(row.name, c.node, c.id),), None, c.node, c)
+        return _crashed(row, c, view) or _RowPlan((Start(row.name, c.node, c.id),), None, c.node, c)
     if not start and c.state in ("running", "restarting", "paused"):
         return _RowPlan((Stop(row.name, c.node, c.id, row.spec.stop_timeout),), None, c.node, c)
     # paused, removing, or a state this version does not know: report it, touch nothing.
@@ -333,6 +377,53 @@ def _recreate_reason(
     if c.state == "dead":
         return RecreateReason.DEAD
     return None
+
+
+def _crashed(row: DesiredContainer, c: ObservedContainer, view: _View) -> _RowPlan | None:
+    """Back off instead of starting ``c`` when it exited since the last pass saw it running.
+
+    The streak grows by one per exit; it starts again after ``CRASH_RESET_AFTER`` seconds of
+    running since the last restart, or with a new spec. None: start it now (first sight, or its
+    back-off is over: ``_hold_back`` holds it until then).
+    """
+    old = view.previous.get(row.name)
+    if c.state != "exited" or old is None or old.phase is not Phase.RUNNING:
+        return None
+    if old.container_id != c.id:
+        return None  # the status row is about another container: nothing to count
+    streak = old.failures if old.spec_hash == row.spec_hash else 0
+    if old.next_attempt_at is not None and view.now >= (
+        old.next_attempt_at + backoff_policy.CRASH_RESET_AFTER
+    ):
+        streak = 0  # it ran long enough since its last restart
+    restarts = streak + 1
+    delay = backoff_policy.crash_delay(restarts)
+    message = backoff_policy.crash_message(delay=delay, exit_code=c.exit_code, restarts=restarts)
+    entry = RowBackoff(restarts, view.now + delay, row.spec_hash, message)
+    blocked = Blocked(row.name, Phase.FAILED, message, "crash loop", c.node, c.id)
+    return _RowPlan((blocked,), None, c.node, c, entry)
+
+
+def _held(row: DesiredContainer, view: _View) -> _RowPlan | None:
+    """Hold a row without an observed container where its status row last saw one.
+
+    When that node's picture is unknown (never reached, reconnecting, unhealthy without a
+    picture), the container may well still run there: placing the row elsewhere would run it
+    twice. None when the row is free to be placed (no previous container, its node is gone from
+    the table, or its node is observed and the container really is not there).
+    """
+    old = view.previous.get(row.name)
+    if old is None or old.node is None or old.container_id is None:
+        return None
+    snapshot = view.nodes.get(old.node)
+    if snapshot is None or snapshot.duplicate_of is not None:
+        return None
+    unavailable = _unavailable(snapshot)
+    if unavailable is None:
+        return None
+    moving = f"; the row is pinned to {row.node}" if row.node not in (None, old.node) else ""
+    status = RowStatus(Phase.UNKNOWN, old.node, old.container_id, unavailable[1] + moving)
+    return _RowPlan((), status, old.node)
 
 
 def _unfit(
@@ -387,10 +478,15 @@ def _place(row: DesiredContainer, view: _View, load: Mapping[NodeName, int]) -> 
     if view.placeable:
         return _create(row, view.placeable, view, load=load)
     why = [
-        (_unavailable(view.nodes[n]) or ("", "", f"{n} cordoned"))[2] for n in sorted(view.nodes)
+        (_unavailable(view.nodes[n]) or ("", "", _unplaceable(view.nodes[n])))[2]
+        for n in sorted(view.nodes)
     ]
     reason = f"no healthy schedulable node ({', '.join(why) or 'no nodes registered'})"
     return _blocked(row, Phase.UNSCHEDULABLE, reason, "no schedulable node", None)
+
+
+def _unplaceable(node: NodeSnapshot) -> str:
+    return f"{node.name} not answering" if node.suspect else f"{node.name} cordoned"
 
 
 def _remove_orphans(

@@ -159,6 +159,9 @@ class NodeSnapshot:
     #: False until the first full refresh since (re)connecting succeeded; the planner does not
     #: act on a node whose picture it cannot trust.
     refreshed: bool = False
+    #: The engine may have stopped answering (a call overdue, or the last call failed), though
+    #: it is not unhealthy yet: no new row is placed here.
+    suspect: bool = False
     #: The registered node this one duplicates (the same engine reached under a second name:
     #: the same container ids show up under both); the planner then ignores this node.
     duplicate_of: NodeName | None = None

@@ -29,7 +29,7 @@ from typing import Protocol
 from reconciler import planning
 from reconciler.db import store as store_mod
 from reconciler.domain import DesiredContainer, NodeName, NodeSnapshot, Phase
-from reconciler.planning import backoff
+from reconciler.planning import backoff, statuses
 from reconciler.runtime import executor
 from reconciler.settings import Settings
 
@@ -93,7 +93,14 @@ class Controller:
     def plan(self) -> planning.Plan:
         """The plan a pass would carry out now; changes nothing."""
         rows, backoffs = self._load()
-        return planning.plan(rows, self._cluster.snapshots(), now=self._clock(), backoff=backoffs)
+        assert self._status is not None
+        return planning.plan(
+            rows,
+            self._cluster.snapshots(),
+            now=self._clock(),
+            backoff=backoffs,
+            previous=self._status.rows(),
+        )
 
     def reconcile(self) -> PassResult:
         """Run one pass. Raises only when the database cannot be read or written."""
@@ -133,7 +140,10 @@ class Controller:
             and all(snapshots.get(name) is snap for name, snap in last[1].items())
         ):
             return last[2]
-        the_plan = planning.plan(rows, snapshots, now=now, backoff=backoffs)
+        assert self._status is not None
+        the_plan = planning.plan(
+            rows, snapshots, now=now, backoff=backoffs, previous=self._status.rows()
+        )
         self._last_plan = (rows, dict(snapshots), the_plan)
         return the_plan
 
@@ -190,70 +200,18 @@ class Controller:
         *,
         now: float,
     ) -> dict[str, store_mod.StatusRow]:
+        """``planning.status_rows`` with this pass's clock and one jitter value per failure."""
         assert self._status is not None
-        hashes = {row.name: row.spec_hash for row in rows}
-        wanted: dict[str, store_mod.StatusRow] = {}
-
-        def previous(name: str) -> store_mod.StatusRow | None:
-            return self._status.get(name) if self._status else None
-
-        for name, s in the_plan.statuses.items():
-            old = previous(name)
-            spec_hash = hashes.get(name)
-            if old is not None and _same_status(old, s, spec_hash):
-                wanted[name] = old  # the same object: the diff below skips it by identity
-                continue
-            wanted[name] = store_mod.StatusRow(
-                name, s.phase, s.node, s.container_id, s.message, spec_hash
-            )
-        for action in [*the_plan.actions, *limited]:
-            if isinstance(action, planning.Blocked):
-                old = previous(action.name)
-                keep_backoff = old is not None and old.spec_hash == hashes.get(action.name)
-                wanted[action.name] = store_mod.StatusRow(
-                    action.name,
-                    action.phase,
-                    action.node,
-                    action.container_id,
-                    action.reason,
-                    hashes.get(action.name),
-                    failures=old.failures if old and keep_backoff else 0,
-                    next_attempt_at=old.next_attempt_at if old and keep_backoff else None,
-                )
-        for outcome in outcomes:
-            acted_on = outcome.name
-            if acted_on is None or acted_on not in hashes or outcome.phase is None:
-                continue  # a removal of an orphan or duplicate: no row of its own
-            name = acted_on
-            if outcome.ok:
-                wanted[name] = _done_row(outcome, hashes[name])
-                continue
-            old = previous(name)
-            entry = backoff.record_failure(
-                backoff.RowBackoff(old.failures, old.next_attempt_at or now, old.spec_hash)
-                if old
-                else None,
-                now=now,
-                spec_hash=hashes[name],
-                message=outcome.message,
-                jitter=self._jitter(),
-                cap=self._settings.row_backoff_cap,
-            )
-            wanted[name] = store_mod.StatusRow(
-                name,
-                Phase.FAILED,
-                outcome.node,
-                outcome.container_id,
-                f"{outcome.message} (retry in {entry.next_attempt_at - now:.0f}s)",
-                hashes[name],
-                entry.failures,
-                entry.next_attempt_at,
-            )
-        for row in rows:  # every desired row has a status row, if only "pending"
-            if row.name not in wanted:
-                old = previous(row.name)
-                wanted[row.name] = old or store_mod.StatusRow(row.name, Phase.PENDING)
-        return wanted
+        return planning.status_rows(
+            rows,
+            the_plan,
+            limited=limited,
+            outcomes=outcomes,
+            previous=self._status.rows(),
+            now=now,
+            jitter={o.name: self._jitter() for o in outcomes if not o.ok and o.name is not None},
+            cap=self._settings.row_backoff_cap,
+        )
 
     def _record(
         self, wanted: Mapping[str, store_mod.StatusRow], outcomes: Sequence[executor.Outcome]
@@ -317,42 +275,23 @@ class _Progress:
         ctl, pending, self._pending = self._controller, self._pending, []
         self._last = time.monotonic()
         assert ctl._status is not None
-        rows = [_done_row(o, self._hashes[o.name]) for o in pending if o.name is not None]
+        rows = [
+            statuses.done_row(o, self._hashes[o.name], ctl._status.get(o.name))
+            for o in pending
+            if o.name is not None
+        ]
         upserts = [row for row in rows if ctl._status.get(row.name) != row]
         try:
             ctl._write_status(upserts, (), [_event(o) for o in pending])
+        except store_mod.DatabaseError:
+            log.debug("cannot write status rows during the pass", exc_info=True)
+            return  # the store reported the outage; the end of the pass writes them
         except Exception:
             log.warning(
                 "cannot write status rows during the pass; writing them at its end", exc_info=True
             )
             return
         self._recorded.update(id(o) for o in pending)
-
-
-def _done_row(outcome: executor.Outcome, spec_hash: str | None) -> store_mod.StatusRow:
-    """The status row of a row whose action succeeded."""
-    assert outcome.name is not None and outcome.phase is not None
-    return store_mod.StatusRow(
-        outcome.name,
-        outcome.phase,
-        outcome.node,
-        outcome.container_id,
-        outcome.message,
-        spec_hash,
-    )
-
-
-def _same_status(old: store_mod.StatusRow, new: planning.RowStatus, spec_hash: str | None) -> bool:
-    """Would a row built from ``new`` equal ``old``? (A converged fleet: almost always.)"""
-    return (
-        old.phase is new.phase
-        and old.node == new.node
-        and old.container_id == new.container_id
-        and old.message == new.message
-        and old.spec_hash == spec_hash
-        and old.failures == 0
-        and old.next_attempt_at is None
-    )
 
 
 def _message_changed(old: store_mod.StatusRow | None, new: store_mod.StatusRow) -> bool:

@@ -46,9 +46,12 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except store_mod.DatabaseURLError as e:
+            raise click.ClickException(str(e)) from None
         except store_mod.DatabaseError as e:
             log.debug("database error", exc_info=True)
-            raise click.ClickException(f"database error: {e.orig or e}") from None
+            first_line = str(e.orig or e).strip().splitlines()[0]
+            raise click.ClickException(f"database error: {first_line}") from None
 
 
 def _settings(ctx: click.Context) -> settings_mod.Settings:
@@ -299,6 +302,10 @@ def _read_desired(stream: IO[str]) -> list[domain.DesiredContainer]:
         data = yaml.safe_load(stream)
     except yaml.YAMLError as e:
         raise click.ClickException(f"{source}: invalid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise click.ClickException(
+            f"{source}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        ) from None
     if not isinstance(data, list):
         got = spec_model.show(data)
         raise click.ClickException(

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconciler import domain, spec
+from reconciler.db import engine as db_engine
 from reconciler.db import models
 from reconciler.spec import model as spec_model
 
@@ -66,11 +67,65 @@ def _raw_columns() -> list[sa.ColumnElement[Any]]:
     ]
 
 
+#: The largest spec a row may hold, in characters of its text and JSON columns together.
+MAX_ROW_SIZE = 1 << 20
+
+
+def _size() -> sa.ColumnElement[int]:
+    """The stored size of a row's spec columns, computed by the database."""
+    total: sa.ColumnElement[int] = sa.literal(0)
+    for name in SPEC_COLUMNS:
+        total = total + sa.func.coalesce(sa.func.length(sa.cast(_t.c[name], sa.Text)), 0)
+    return total
+
+
 def _load_where(
     conn: sa.Connection, *where: sa.ColumnElement[bool]
 ) -> list[domain.DesiredContainer]:
-    rows = conn.execute(sa.select(*_raw_columns()).where(*where).order_by(_t.c.name)).mappings()
-    return [spec.parse_row(dict(row), json_text=True) for row in rows]
+    # Rows over the size bound are failed from their size alone, without reading their values:
+    # a 20 MiB env would otherwise be loaded, parsed and kept in memory at every reload.
+    oversized = {
+        row.name: row.size
+        for row in conn.execute(
+            sa.select(_t.c.name, _size().label("size")).where(*where, _size() > MAX_ROW_SIZE)
+        )
+    }
+    query = sa.select(*_raw_columns()).where(*where)
+    if oversized:
+        query = query.where(_t.c.name.not_in(list(oversized)))
+    loaded = [_parse(dict(row)) for row in conn.execute(query).mappings()]
+    loaded += [_too_big(name, size) for name, size in oversized.items()]
+    return sorted(loaded, key=lambda item: item.name)
+
+
+def _parse(raw: dict[str, Any]) -> domain.DesiredContainer:
+    undecodable = [
+        f"{column}: not valid UTF-8 text (bad byte at offset {value.position})"
+        for column, value in raw.items()
+        if isinstance(value, db_engine.UndecodableText)
+    ]
+    if undecodable:
+        # The rest of the row may be fine, but the bytes must not reach a log or a container.
+        return _broken(str(raw.get("name") or ""), "; ".join(undecodable))
+    return spec.parse_row(raw, json_text=True)
+
+
+def _too_big(name: str, size: int) -> domain.DesiredContainer:
+    return _broken(
+        name,
+        f"row: the spec is {size:,} characters; at most {MAX_ROW_SIZE:,} (1 MiB) are accepted",
+    )
+
+
+def _broken(name: str, error: str) -> domain.DesiredContainer:
+    return domain.DesiredContainer(
+        name=name,
+        state=domain.DesiredState.RUNNING,
+        node=None,
+        spec=None,
+        spec_hash=None,
+        error=error,
+    )
 
 
 def load(conn: sa.Connection) -> list[domain.DesiredContainer]:
@@ -183,7 +238,7 @@ def list_with_status(conn: sa.Connection, name: str | None = None) -> list[Desir
 
 
 def _with_status(row: sa.RowMapping) -> DesiredWithStatus:
-    parsed = spec.parse_row({k: row[k] for k in SPEC_COLUMNS}, json_text=True)
+    parsed = _parse({k: row[k] for k in SPEC_COLUMNS})
     return DesiredWithStatus(
         name=row["name"],
         image=str(row["image"]),

@@ -35,28 +35,108 @@ def is_sqlite(engine: sa.Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+class DatabaseURLError(ValueError):
+    """``--database-url`` cannot be used; the message is one line and never shows a password."""
+
+
+_EXPECTED = "sqlite:///PATH (or sqlite:////ABSOLUTE/PATH) or postgresql://USER@HOST:PORT/DB"
+
+
+def parse_url(url: str) -> sa.URL:
+    """``url`` parsed and checked before anything connects: a URL SQLAlchemy understands, a
+    SQLite path (not a host) or PostgreSQL, a numeric port, and a driver that is installed."""
+    try:
+        parsed = sa.make_url(normalise_url(url))
+        parsed.port  # noqa: B018  (parsing a malformed port raises here)
+    except (sa.exc.ArgumentError, ValueError):
+        # Echo nothing of the value: it may carry a password.
+        raise DatabaseURLError(
+            f"--database-url is not a database URL; expected {_EXPECTED}"
+        ) from None
+    backend = parsed.get_backend_name()
+    shown = parsed.render_as_string(hide_password=True)
+    if backend == "sqlite":
+        if parsed.host:
+            raise DatabaseURLError(
+                f"--database-url {shown}: a SQLite URL names a file after three slashes "
+                f"(sqlite:///{parsed.host}{'/' + parsed.database if parsed.database else ''}), "
+                "four for an absolute path"
+            )
+    elif backend != "postgresql":
+        raise DatabaseURLError(
+            f"--database-url {shown}: {backend} is not supported; expected {_EXPECTED}"
+        )
+    try:
+        parsed.get_dialect().import_dbapi()
+    except ImportError as e:
+        raise DatabaseURLError(
+            f"--database-url {shown}: its driver is not installed ({e.name or e}); "
+            "postgresql:// uses psycopg 3 (pip install 'reconciler[postgres]')"
+        ) from None
+    except sa.exc.NoSuchModuleError:
+        raise DatabaseURLError(
+            f"--database-url {shown}: unknown driver {parsed.drivername!r}; expected {_EXPECTED}"
+        ) from None
+    return parsed
+
+
 def make_engine(url: str | None = None, **kwargs: object) -> sa.Engine:
     """Return an engine for ``url`` (default: :func:`default_url`).
 
-    On SQLite each new connection gets ``journal_mode=WAL``, ``busy_timeout`` and
-    ``synchronous=NORMAL``; the parent folder of the file must exist.
+    Raises :class:`DatabaseURLError` for a URL that cannot be used. On SQLite each new
+    connection gets ``journal_mode=WAL``, ``busy_timeout`` and ``synchronous=NORMAL``; the
+    parent folder of the file is created, and a new database file is created readable by its
+    owner only (it holds env values and TLS keys; SQLite gives ``-wal`` and ``-shm`` the same
+    mode).
     """
-    url = normalise_url(url or default_url())
-    if url.startswith("sqlite"):
-        database = sa.engine.make_url(url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    parsed = parse_url(url or default_url())
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            path = Path(database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = sa.create_engine(
-            url,
+            parsed,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             **kwargs,
         )
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+class UndecodableText(str):
+    """Text that SQLite handed back but that is not valid UTF-8 (SQLite stores any bytes in a
+    TEXT column). Its value is the text with the bad bytes replaced by U+FFFD; ``position`` is
+    the offset of the first bad byte. Readers fail the row that holds it instead of the whole
+    query, and never echo the bytes (they may be a secret)."""
+
+    position: int
+
+    def __new__(cls, raw: bytes) -> UndecodableText:
+        try:
+            raw.decode("utf-8")
+            position = -1
+        except UnicodeDecodeError as e:
+            position = e.start
+        text = super().__new__(cls, raw.decode("utf-8", errors="replace"))
+        text.position = position
+        return text
+
+
+def _decode_text(raw: bytes) -> str:
+    """SQLite's text factory: UTF-8, and :class:`UndecodableText` instead of an exception that
+    would fail the whole query (and print the value in the message)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return UndecodableText(raw)
 
 
 def _sqlite_on_connect(dbapi_connection: object, _record: object) -> None:
+    dbapi_connection.text_factory = _decode_text  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     try:
         cursor.execute("PRAGMA journal_mode=WAL")

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from reconciler.db import engine as db_engine
 from reconciler.db import models
 from reconciler.domain import NodeName, NodeRow
 
@@ -19,7 +20,10 @@ _t = models.nodes
 
 
 def _labels(raw: object) -> dict[str, str]:
-    """Node labels as a dict of strings; a malformed value reads as no labels."""
+    """Node labels as a dict of strings; a malformed value (or bytes that are not UTF-8) reads
+    as no labels."""
+    if isinstance(raw, db_engine.UndecodableText):
+        return {}
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)

@@ -16,9 +16,14 @@ Three things are called "engine" in this project; here they are told apart:
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -31,6 +36,7 @@ from reconciler.db import watch as watch_mod
 #: (locked, a constraint broken by a concurrent writer). Callers outside ``db`` catch this name.
 DatabaseError = sa.exc.DBAPIError
 
+DatabaseURLError = db_engine.DatabaseURLError
 Event = events.Event
 StatusRow = status.StatusRow
 StatusCache = status.StatusCache
@@ -42,6 +48,70 @@ UpsertResult = desired.UpsertResult
 Watcher = watch_mod.Watcher
 #: What the publisher last wrote per node, so the next write is a diff (in memory only).
 ObservedMirror = observed.Mirror
+
+log = logging.getLogger(__name__)
+
+
+class Outage:
+    """Says once that the database went away and once that it is back, whoever noticed.
+
+    An outage of 20 s used to print a traceback from every thread that touched the database
+    (thousands of lines). Now the first failure logs one plain line, ``database unreachable:
+    <reason>; retrying``, the first success after it logs ``database is reachable again``, and
+    tracebacks are logged at debug level only. Thread-safe: the store's methods, the change
+    watcher and the daemon all report here.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def failed(self, error: BaseException) -> None:
+        log.debug("database call failed", exc_info=error)
+        with self._lock:
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+        log.warning("database unreachable: %s; retrying", reason(error))
+
+    def succeeded(self) -> None:
+        if self._down_since is None:  # the common case, without the lock
+            return
+        with self._lock:
+            since, self._down_since = self._down_since, None
+        if since is not None:
+            log.warning("database is reachable again after %.1fs", time.monotonic() - since)
+
+
+def reason(error: BaseException) -> str:
+    """The first line of what the database driver said, without the statement or parameters
+    (they may hold env values)."""
+    cause = getattr(error, "orig", None) or error
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _reported(method: _Method) -> _Method:
+    """Report a store method's database failures to the store's :class:`Outage`."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(self, *args, **kwargs)
+        except DatabaseError as e:
+            self.outage.failed(e)
+            raise
+        self.outage.succeeded()
+        return result
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -58,6 +128,7 @@ class Store:
     def __init__(self, sql: sa.Engine) -> None:
         self.sql = sql
         """The database engine, for tests and migrations; the rest of reconciler uses methods."""
+        self.outage = Outage()
 
     @classmethod
     def open(cls, url: str | None = None) -> Store:
@@ -76,12 +147,14 @@ class Store:
         """The URL with its password masked: safe for logs and messages."""
         return self.sql.url.render_as_string(hide_password=True)
 
+    @_reported
     def require_head(self) -> None:
         """Raise ``SchemaMismatch`` unless the schema is at the newest revision."""
         migrate.require_head(self.sql)
 
     # -- a reconcile pass -----------------------------------------------------------------------
 
+    @_reported
     def load_desired(self, *, known_generation: int | None) -> DesiredLoad:
         """The desired rows, read only when the change generation moved past ``known``."""
         with self.sql.connect() as conn:
@@ -91,10 +164,12 @@ class Store:
             # Read the rows after the counter: a change in between is seen next pass.
             return DesiredLoad(generation, desired.load(conn))
 
+    @_reported
     def load_status(self) -> StatusCache:
         with self.sql.connect() as conn:
             return StatusCache.load(conn)
 
+    @_reported
     def record_pass(
         self,
         *,
@@ -109,24 +184,30 @@ class Store:
             status.delete(conn, deletes)
             _record_events(conn, events)
 
+    @_reported
     def record_events(self, items: Iterable[Event]) -> None:
         with self.sql.begin() as conn:
             _record_events(conn, items)
 
+    @_reported
     def trim_events(self, *, keep: int) -> int:
         with self.sql.begin() as conn:
             return events.trim(conn, keep=keep)
 
     def watcher(self, *, on_change: Callable[[], None], interval: float) -> Watcher:
         """A thread that calls ``on_change`` soon after someone changes the desired rows."""
-        return watch_mod.make_watcher(self.sql, on_change=on_change, interval=interval)
+        return watch_mod.make_watcher(
+            self.sql, on_change=on_change, interval=interval, outage=self.outage
+        )
 
     # -- nodes: the cluster's side --------------------------------------------------------------
 
+    @_reported
     def list_nodes(self) -> list[domain.NodeRow]:
         with self.sql.connect() as conn:
             return nodes.list_nodes(conn)
 
+    @_reported
     def write_health(
         self,
         *,
@@ -148,10 +229,12 @@ class Store:
                 event=event,
             )
 
+    @_reported
     def write_engine_info(self, *, node: domain.NodeName, info: domain.EngineInfo) -> None:
         with self.sql.begin() as conn:
             node_state.write_engine_info(conn, node=node, info=info)
 
+    @_reported
     def publish_observed(
         self,
         *,
@@ -177,29 +260,35 @@ class Store:
             if seen:
                 node_state.touch_seen(conn, node=node, at=now)
 
+    @_reported
     def drop_observed(self, *, node: domain.NodeName) -> None:
         with self.sql.begin() as conn:
             observed.drop_node(conn, node=node)
 
     # -- the command line -----------------------------------------------------------------------
 
+    @_reported
     def add_node(self, row: domain.NodeRow) -> None:
         """Register a node; ``NodeExists`` if the name is taken."""
         with self.sql.begin() as conn:
             nodes.add_node(conn, row)
 
+    @_reported
     def remove_node(self, name: str) -> bool:
         with self.sql.begin() as conn:
             return nodes.remove_node(conn, name)
 
+    @_reported
     def set_schedulable(self, name: str, *, schedulable: bool) -> bool:
         with self.sql.begin() as conn:
             return nodes.set_schedulable(conn, name, schedulable=schedulable)
 
+    @_reported
     def list_node_status(self) -> list[NodeListing]:
         with self.sql.connect() as conn:
             return nodes.list_node_status(conn)
 
+    @_reported
     def apply_desired(
         self,
         items: Sequence[domain.DesiredContainer],
@@ -215,10 +304,12 @@ class Store:
             pruned = desired.prune(conn, keep={item.name for item in items}) if prune else []
         return result, pruned
 
+    @_reported
     def list_desired_with_status(self, name: str | None = None) -> list[DesiredWithStatus]:
         with self.sql.connect() as conn:
             return desired.list_with_status(conn, name)
 
+    @_reported
     def delete_desired(self, names: Collection[str]) -> list[str]:
         """Delete the rows called ``names``; if any is missing, delete nothing and return the
         missing names."""
@@ -234,18 +325,20 @@ def _record_events(conn: sa.Connection, items: Iterable[Event]) -> None:
 
 
 def display_url(url: str) -> str:
-    """``url`` with its password masked, as people wrote it (normalised driver)."""
-    return sa.make_url(db_engine.normalise_url(url)).render_as_string(hide_password=True)
+    """``url`` with its password masked (normalised driver); raises ``DatabaseURLError``."""
+    return db_engine.parse_url(url).render_as_string(hide_password=True)
 
 
 __all__ = [
     "DatabaseError",
+    "DatabaseURLError",
     "DesiredLoad",
     "DesiredWithStatus",
     "Event",
     "NodeExists",
     "NodeListing",
     "ObservedMirror",
+    "Outage",
     "SchemaMismatch",
     "StatusCache",
     "StatusRow",

@@ -13,6 +13,7 @@ notification costs at most one reconcile interval, never correctness.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -29,16 +30,46 @@ class Watcher(Protocol):
     def stop(self) -> None: ...
 
 
+class OutageReporter(Protocol):
+    """Where database failures are reported (``store.Outage``: one line per outage)."""
+
+    def failed(self, error: BaseException) -> None: ...
+    def succeeded(self) -> None: ...
+
+
+class _LogEveryFailure:
+    def failed(self, error: BaseException) -> None:
+        log.warning("change watcher: database unreachable: %s; retrying", error)
+
+    def succeeded(self) -> None:
+        pass
+
+
 def make_watcher(
-    engine: sa.Engine, *, on_change: Callable[[], None], interval: float = 0.1
+    engine: sa.Engine,
+    *,
+    on_change: Callable[[], None],
+    interval: float = 0.1,
+    outage: OutageReporter | None = None,
 ) -> Watcher:
     """The watcher that suits ``engine``'s dialect."""
-    if engine.dialect.name == "postgresql":
-        return PostgresWatcher(engine, on_change=on_change, interval=interval)
-    return SqliteWatcher(engine, on_change=on_change, interval=interval)
+    kind = PostgresWatcher if engine.dialect.name == "postgresql" else SqliteWatcher
+    watcher = kind(engine, on_change=on_change, interval=interval)
+    watcher.outage = outage or _LogEveryFailure()
+    return watcher
+
+
+def _is_database_error(error: BaseException) -> bool:
+    """A failure of the database or the connection to it (not a bug in the watcher)."""
+    if isinstance(error, sa.exc.DBAPIError | sqlite3.Error):
+        return True
+    module = type(error).__module__
+    return module.startswith("psycopg") or isinstance(error, OSError)
 
 
 class _WatcherThread:
+    outage: OutageReporter = _LogEveryFailure()
+
     def __init__(self, *, name: str) -> None:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._guarded_run, name=name, daemon=True)
@@ -56,8 +87,11 @@ class _WatcherThread:
         while not self._stopping.is_set():
             try:
                 self._run()
-            except Exception:
-                log.exception("change watcher failed; restarting it")
+            except Exception as e:
+                if _is_database_error(e):
+                    self.outage.failed(e)  # one line per outage, tracebacks at debug level
+                else:
+                    log.exception("change watcher failed; restarting it")
                 self._stopping.wait(1.0)
 
     def _run(self) -> None:
@@ -88,6 +122,7 @@ class SqliteWatcher(_WatcherThread):
             last_version = read("PRAGMA data_version")
             last_generation = read(changes.GENERATION_SQL, changes.DESIRED)
             raw.rollback()
+            self.outage.succeeded()
             while not self._stopping.wait(self._interval):
                 version = read("PRAGMA data_version")
                 if version == last_version:
@@ -117,6 +152,7 @@ class PostgresWatcher(_WatcherThread):
         url = self._engine.url.set(drivername="postgresql")
         with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
             conn.execute(f"LISTEN {changes.NOTIFY_CHANNEL}")
+            self.outage.succeeded()
             # Anything that changed while we were not listening: wake once to be safe.
             self._on_change()
             while not self._stopping.is_set():

@@ -135,8 +135,10 @@ class Cluster:
         while not self._stopping.wait(self.poll_interval):
             try:
                 self.sync()
+            except store_mod.DatabaseError:
+                log.debug("cannot read the nodes table", exc_info=True)  # the store said so
             except Exception:
-                log.exception("cannot read the nodes table; trying again")
+                log.exception("cannot follow the nodes table; trying again")
 
     def sync(self) -> None:
         """Bring the followed nodes in line with the table now (the thread does this every
@@ -257,6 +259,9 @@ class Cluster:
         """Run one store write; log (not raise) a failure."""
         try:
             return work()
+        except store_mod.DatabaseError:
+            log.debug("cannot write node state", exc_info=True)  # the store said so
+            return None
         except Exception:
             log.exception("cannot write node state to the database")
             return None

@@ -132,6 +132,9 @@ class PicturePublisher:
         """Run one store write; log (not raise) a failure."""
         try:
             work()
+        except store_mod.DatabaseError:
+            log.debug("cannot write observed rows", exc_info=True)  # the store said so
+            return False
         except Exception:
             log.exception("cannot write the observed containers to the database")
             return False

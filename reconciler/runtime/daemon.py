@@ -132,6 +132,9 @@ class Daemon:
             self._dirty.clear()
             try:
                 self.controller.reconcile()
+            except store_mod.DatabaseError:
+                # The store logged "database unreachable" once; the next pass retries.
+                log.debug("reconcile pass failed on the database", exc_info=True)
             except Exception:
                 log.exception("reconcile pass failed; the next one retries")
             finally:
@@ -141,7 +144,10 @@ class Daemon:
                 return
 
     def _trim_events(self) -> None:
-        trimmed = self.store.trim_events(keep=self._settings.events_kept)
+        try:
+            trimmed = self.store.trim_events(keep=self._settings.events_kept)
+        except store_mod.DatabaseError:
+            return  # reported by the store; the next run trims
         if trimmed:
             log.debug("trimmed %d old events", trimmed)
 

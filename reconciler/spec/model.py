@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pydantic
@@ -21,15 +23,23 @@ from pydantic_core import PydanticCustomError
 from reconciler import domain
 
 #: Docker's container (and volume) name rule: at least two characters.
-CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+CONTAINER_NAME_PATTERN = "[a-zA-Z0-9][a-zA-Z0-9_.-]+"
 #: Node names: the same characters, one is enough.
-NODE_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+NODE_NAME_PATTERN = "[a-zA-Z0-9][a-zA-Z0-9_.-]*"
+# Anchored with \Z, not $: "$" also matches before a final newline, and "web\n" is no name.
+# Match them with ``fullmatch``; ``match`` is safe too.
+CONTAINER_NAME_RE = re.compile(CONTAINER_NAME_PATTERN + r"\Z")
+NODE_NAME_RE = re.compile(NODE_NAME_PATTERN + r"\Z")
+#: The most a row's spec may hold, in bytes (its text and JSON values, as written): larger rows
+#: fail with a message instead of reaching Docker (a 20 MiB env value once took an engine from
+#: 89 to 243 MiB before it refused it).
+MAX_SPEC_BYTES = 1024 * 1024
 MAX_NAME_LENGTH = 253
 #: Docker refuses a memory limit below 6 MiB.
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
 RESERVED_LABEL_PREFIX = "reconciler."
 JSON_FIELDS = ("command", "entrypoint", "env", "labels", "ports", "mounts")
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE | re.ASCII)
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE | re.ASCII)
 #: The largest values the SQL columns (BIGINT, INTEGER) can hold.
 MAX_BIGINT = 2**63 - 1
 MAX_INTEGER = 2**31 - 1
@@ -60,9 +70,26 @@ def _decoded(value: Any, info: pydantic.ValidationInfo) -> Any:
     if not (isinstance(value, str) and info.context and info.context.get("json_text")):
         return value
     try:
-        return json.loads(value)
+        return json.loads(value, parse_float=_finite, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise fail(f"invalid JSON ({e.msg} at char {e.pos})") from None
+    except _NotFinite as e:
+        raise fail(f"must not hold {e.args[0]}: numbers must be finite") from None
+
+
+class _NotFinite(ValueError):
+    """A JSON number that is not a finite float (``1e400``, ``NaN``, ``Infinity``)."""
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NotFinite(show(text))
+    return number
+
+
+def _no_constant(text: str) -> float:
+    raise _NotFinite(text)
 
 
 def _text(value: Any, *, optional: bool = True) -> str:
@@ -92,6 +119,8 @@ def _string_map(value: Any, *, what: str) -> dict[str, str]:
             raise fail(f"key {show(key)} must be a non-empty string without '='")
         if isinstance(item, bool) or not isinstance(item, str | int | float):
             raise fail(f"value of {key!r} must be a string (quote it), got {show(item)}")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise fail(f"value of {key!r} must be a finite number or a string, got {show(item)}")
         result[key] = item if isinstance(item, str) else json.dumps(item)
     return result
 
@@ -186,9 +215,9 @@ class MountModel(_Strict):
             raise fail(f"target must be an absolute path, got {self.target!r}")
         if self.type == "bind" and not self.source.startswith("/"):
             raise fail(f"a bind source must be an absolute path, got {self.source!r}")
-        if self.type == "volume" and not CONTAINER_NAME_RE.match(self.source):
+        if self.type == "volume" and not CONTAINER_NAME_RE.fullmatch(self.source):
             raise fail(
-                f"volume name must match {CONTAINER_NAME_RE.pattern} (a host path needs "
+                f"volume name must match {CONTAINER_NAME_PATTERN} (a host path needs "
                 f"type 'bind'), got {self.source!r}"
             )
         return self
@@ -230,9 +259,9 @@ class RowModel(_Strict):
     @classmethod
     def _name(cls, value: Any) -> str:
         name = _text(value, optional=False)
-        if len(name) > MAX_NAME_LENGTH or not CONTAINER_NAME_RE.match(name):
+        if len(name) > MAX_NAME_LENGTH or not CONTAINER_NAME_RE.fullmatch(name):
             raise fail(
-                f"must match {CONTAINER_NAME_RE.pattern} (Docker's container name rule, "
+                f"must match {CONTAINER_NAME_PATTERN} (Docker's container name rule, "
                 f"at most {MAX_NAME_LENGTH} characters), got {show(name)}"
             )
         return name
@@ -285,8 +314,8 @@ class RowModel(_Strict):
         if value is None:
             return None
         node = _text(value)
-        if len(node) > MAX_NAME_LENGTH or not NODE_NAME_RE.match(node):
-            raise fail(f"must be a node name ({NODE_NAME_RE.pattern}) or null, got {show(node)}")
+        if len(node) > MAX_NAME_LENGTH or not NODE_NAME_RE.fullmatch(node):
+            raise fail(f"must be a node name ({NODE_NAME_PATTERN}) or null, got {show(node)}")
         return node
 
     @pydantic.field_validator("state", mode="before")
@@ -363,7 +392,32 @@ def _unstorable(value: object) -> str | None:
 
 def parse_size(text: str) -> int:
     """``"512m"`` → 536870912 (binary units k, m, g, t, as ``docker run --memory``)."""
-    match = _SIZE_RE.match(text)
-    if not match:
+    match = _SIZE_RE.fullmatch(text)
+    size = float(match[1]) * _SIZE_UNITS[match[2].lower()] if match else math.nan
+    if not math.isfinite(size):
         raise fail(f"must be a number of bytes or a size such as '512m', got {show(text)}")
-    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+    return int(size)
+
+
+def spec_size(raw: Mapping[str, Any]) -> tuple[int, str]:
+    """(bytes of spec, the largest field) of a raw row: its text as UTF-8, other values as JSON.
+
+    Counts what was written (JSON text from SQL, or values from YAML), before any parsing, so a
+    huge row is refused without being validated.
+    """
+    sizes = {str(key): _bytes(value) for key, value in raw.items()}
+    largest = max(sizes, key=lambda key: sizes[key], default="")
+    return sum(sizes.values()), largest
+
+
+def _bytes(value: object) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes):
+        return len(value)
+    if value is None or isinstance(value, bool | int | float):
+        return 8
+    try:
+        return len(json.dumps(value, default=str).encode())
+    except (TypeError, ValueError, RecursionError):
+        return MAX_SPEC_BYTES + 1  # cannot be measured, cannot be stored either

@@ -111,10 +111,22 @@ def _describe(error: pydantic_core.ErrorDetails) -> str:
 def _validate(raw: object, *, json_text: bool) -> spec_model.RowModel:
     if not isinstance(raw, Mapping):
         raise SpecError([f"must be a mapping of field names to values, got {spec_model.show(raw)}"])
+    size, largest = spec_model.spec_size(raw)
+    if size > spec_model.MAX_SPEC_BYTES:
+        raise SpecError(
+            [
+                f"{largest}: too large (the row's spec is {_mib(size)}; "
+                f"a row may hold at most {_mib(spec_model.MAX_SPEC_BYTES)})"
+            ]
+        )
     try:
         return spec_model.RowModel.model_validate(dict(raw), context={"json_text": json_text})
     except pydantic.ValidationError as e:
         raise SpecError([_describe(error) for error in e.errors()]) from None
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB" if size < 10 * 1024 * 1024 else f"{size >> 20} MiB"
 
 
 def _port_key(port: domain.PortBinding) -> tuple[int, str, str, int]:
@@ -165,7 +177,7 @@ def _broken(raw: object, error: str) -> domain.DesiredContainer:
         if state in ("running", "stopped")
         else domain.DesiredState.RUNNING,
         node=domain.NodeName(node)
-        if isinstance(node, str) and spec_model.NODE_NAME_RE.match(node)
+        if isinstance(node, str) and spec_model.NODE_NAME_RE.fullmatch(node)
         else None,
         spec=None,
         spec_hash=None,

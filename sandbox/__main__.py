@@ -34,6 +34,7 @@ def _load(directory: pathlib.Path) -> list[engines.SandboxEngine]:
             port=int(e["port"]),
             pid=e.get("pid"),
             cleanup_at_exit=False,
+            tcp=bool(e.get("tcp", True)),
         )
         for e in raw.get("engines", [])
     ]
@@ -42,7 +43,13 @@ def _load(directory: pathlib.Path) -> list[engines.SandboxEngine]:
 def _save(directory: pathlib.Path, fleet: list[engines.SandboxEngine]) -> None:
     state = {
         "engines": [
-            {"name": e.name, "base_dir": str(e.base_dir), "port": e.port, "pid": e.pid}
+            {
+                "name": e.name,
+                "base_dir": str(e.base_dir),
+                "port": e.port,
+                "pid": e.pid,
+                "tcp": e.tcp,
+            }
             for e in fleet
         ]
     }
@@ -61,14 +68,16 @@ def _bring_up(engine: engines.SandboxEngine, image: bool) -> None:
         images.import_busybox(engine.unix_url)
 
 
-def up(directory: pathlib.Path, count: int, image: bool) -> int:
+def up(directory: pathlib.Path, count: int, image: bool, tcp: bool = True) -> int:
     """Make sure at least `count` engines run under `directory`; print `name url` lines."""
     directory.mkdir(parents=True, exist_ok=True)
     fleet = _load(directory)
     known = {e.name for e in fleet}
     for i in range(1, count + 1):
         if f"n{i}" not in known:
-            fleet.append(engines.SandboxEngine(f"n{i}", directory / f"n{i}", cleanup_at_exit=False))
+            fleet.append(
+                engines.SandboxEngine(f"n{i}", directory / f"n{i}", cleanup_at_exit=False, tcp=tcp)
+            )
     errors = []
     for engine in fleet:  # sequential: usually they are already up, and the output stays plain
         try:
@@ -127,10 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         if name == "up":
             action.add_argument("--count", type=int, default=1, help="at least this many")
             action.add_argument("--no-image", action="store_true", help="skip busybox:local")
+            action.add_argument(
+                "--unix-only",
+                action="store_true",
+                help="no TCP port: only root and the docker group can reach the engine",
+            )
     args = parser.parse_args(argv)
     directory = args.dir.absolute()
     if args.action == "up":
-        return up(directory, args.count, image=not args.no_image)
+        return up(directory, args.count, image=not args.no_image, tcp=not args.unix_only)
     if args.action == "down":
         return down(directory)
     return status(directory)

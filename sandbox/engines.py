@@ -61,8 +61,12 @@ class SandboxEngine:
         cleanup_at_exit: bool = True,
         extra_args: tuple[str, ...] = (),
         pid: int | None = None,
+        tcp: bool = True,
     ) -> None:
         self.name = name
+        self.tcp = tcp
+        """Listen on loopback TCP too. Without TLS that port is root on this machine for any
+        local user, so ``make run`` starts its engine with ``tcp=False`` (unix socket only)."""
         self.base_dir = pathlib.Path(base_dir).absolute()
         self._port_chosen = port is not None
         self.port = port if port is not None else processes.free_port()
@@ -105,8 +109,9 @@ class SandboxEngine:
 
     @property
     def url(self) -> str:
-        """The URL clients (and node rows) use: the TCP port, TLS-protected if configured."""
-        return self.tcp_url
+        """The URL clients (and node rows) use: the TCP port, TLS-protected if configured; the
+        unix socket for an engine started without TCP."""
+        return self.tcp_url if self.tcp else self.unix_url
 
     @property
     def unix_url(self) -> str:
@@ -176,7 +181,7 @@ class SandboxEngine:
         return [
             dockerd,
             f"--host=unix://{self.socket_path}",
-            f"--host=tcp://127.0.0.1:{self.port}",
+            *([f"--host=tcp://127.0.0.1:{self.port}"] if self.tcp else []),
             f"--data-root={self.data_root}",
             f"--exec-root={self.exec_root}",
             f"--pidfile={self.pidfile}",
@@ -235,7 +240,7 @@ class SandboxEngine:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise EngineError(f"dockerd {self.name} exited with {self._proc.returncode}")
-            if self.ping(timeout=1.0) and self._tcp_accepts():
+            if self.ping(timeout=1.0) and (not self.tcp or self._tcp_accepts()):
                 return
             time.sleep(_POLL)
         self.stop()

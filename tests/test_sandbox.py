@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -176,6 +177,25 @@ def test_sandbox_cli_up_is_idempotent_and_down_stops_by_pid(cli_dir: pathlib.Pat
     assert down.returncode == 0, down.stderr
     assert not processes.process_alive(pid)
     assert not (cli_dir / "n1").exists()
+
+
+@pytest.mark.engine
+def test_make_runs_engine_listens_on_its_unix_socket_only(cli_dir: pathlib.Path) -> None:
+    """`make run`'s engine (issue 10, item 12): a TCP port without TLS would be root for any
+    local user, so it is started with --unix-only and registered by its socket."""
+    up = _sandbox_cli("engines", "up", "--dir", str(cli_dir), "--count", "1", "--unix-only")
+    assert up.returncode == 0, up.stderr
+    name, url = up.stdout.split()
+    assert name == "n1"
+    assert url == f"unix://{cli_dir}/n1/docker.sock"
+    state = json.loads((cli_dir / "state.json").read_text())["engines"][0]
+    assert state["tcp"] is False
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", state["port"]), timeout=2).close()
+    assert "--host=tcp://" not in processes.cmdline(state["pid"])
+    assert images.run_docker(url, "image", "inspect", images.BUSYBOX_TAG).returncode == 0
+    again = _sandbox_cli("engines", "up", "--dir", str(cli_dir), "--count", "1", "--unix-only")
+    assert again.stdout == up.stdout
 
 
 # -- databases ----------------------------------------------------------------------------------

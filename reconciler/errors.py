@@ -8,8 +8,13 @@ status code; the rest of the code decides what to do from two class-level facts:
     Retrying later, with backoff, may succeed (engine unreachable, timeout, 5xx). A permanent
     error is reported and not hammered (a 4xx, a refused insecure URL).
 ``connection_failure``
-    The engine could not be talked to at all. Only these count against a node's health; an API
-    answer such as 404 or 409 proves the engine is alive.
+    The engine could not be talked to at all (refused, timed out, TLS or SSH refused).
+``engine_fault``
+    The failure lies with the engine itself, not with what was asked of it: only these count
+    against a node's health. Connection failures are engine faults; so is a 5xx that does not
+    depend on the request. Everything a request's content causes (a 4xx, an unknown user, a port
+    already allocated, a request too large, a stale task of one container) counts against the
+    row that asked, never the node: six bad rows must not take a healthy engine out of service.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ class ReconcilerError(Exception):
 
     #: Retrying later may succeed. A class default; ``EngineAPIError`` sets it per status code.
     temporary: bool = False
-    #: The engine could not be talked to at all (counts against the node's health).
+    #: The engine could not be talked to at all.
     connection_failure: ClassVar[bool] = False
+    #: The engine itself failed (counts against the node's health); a class default that
+    #: ``EngineAPIError`` sets per answer.
+    engine_fault: bool = False
 
 
 class ConfigurationError(ReconcilerError):
@@ -31,9 +39,13 @@ class ConfigurationError(ReconcilerError):
 
 
 class EngineError(ReconcilerError):
-    """A failure talking to one Docker engine; ``node`` names it (may be empty if unknown)."""
+    """A failure talking to one Docker engine; ``node`` names it (may be empty if unknown).
+
+    Used as such only for failures nothing more specific describes; they count against the node.
+    """
 
     temporary = True
+    engine_fault = True
 
     def __init__(self, message: str, *, node: str = "") -> None:
         super().__init__(message)
@@ -65,6 +77,7 @@ class EventStreamIdle(EngineTimeout):
     """
 
     connection_failure = False
+    engine_fault = False
 
 
 class TLSVerificationFailed(EngineError):
@@ -104,16 +117,43 @@ class SSHAuthenticationFailed(EngineError):
 
 
 class EngineAPIError(EngineError):
-    """The engine answered with an HTTP error; 5xx is temporary, 4xx permanent."""
+    """The engine answered with an HTTP error; 5xx is temporary, 4xx permanent.
+
+    A 4xx is about the request, never the engine. A 5xx is an engine fault unless
+    ``docker_api.classify`` recognised it as caused by the request (``RequestRejected``).
+    """
 
     def __init__(self, message: str, *, node: str = "", status: int | None = None) -> None:
         super().__init__(message, node=node)
         self.status = status
         self.temporary = status is None or status >= 500
+        self.engine_fault = status is None or status >= 500
+
+
+class RequestRejected(EngineAPIError):
+    """The engine refused this request because of its content, whatever status it chose.
+
+    dockerd answers 500 to a start whose ``user`` is not in the image, whose port is taken or
+    whose request exceeds containerd's message limit: the row is at fault, not the engine.
+    Temporary (the row backs off and retries: a port may be freed), never counted against the
+    node.
+    """
+
+    def __init__(self, message: str, *, node: str = "", status: int | None = None) -> None:
+        super().__init__(message, node=node, status=status)
+        self.engine_fault = False
 
 
 class NotFound(EngineAPIError):
-    """404: no such container (or other object). Permanent for that id."""
+    """404: something the request names does not exist (a network, an image, a container).
+
+    Only :class:`ContainerNotFound` means the container acted on is gone: a start answers 404
+    for a missing network or a missing ``container:`` network target too.
+    """
+
+
+class ContainerNotFound(NotFound):
+    """404 ``No such container`` naming the very container the request was about: it is gone."""
 
 
 class ImageNotFound(NotFound):
@@ -127,10 +167,21 @@ class NameConflict(EngineAPIError):
 class StaleTask(EngineAPIError):
     """``task … already exists`` on start (dockerd 20.10 after a restart): recreate the container.
 
-    Starting again does not help; removing and recreating does. Permanent for this container,
-    whatever the status code dockerd chose.
+    dockerd answers ``id already in use`` (409) when containerd still holds the container from
+    before a restart, and ``task … already exists`` (500) when it holds its task. Starting again
+    does not help; removing and recreating does. Permanent for this container, whatever the
+    status code dockerd chose, and never counted against the node.
     """
 
     def __init__(self, message: str, *, node: str = "", status: int | None = None) -> None:
         super().__init__(message, node=node, status=status)
         self.temporary = False
+        self.engine_fault = False
+
+
+class BadEngineURL(ConfigurationError, ValueError):
+    """An engine URL reconciler will not connect to as written (``docker_api.check_url``)."""
+
+
+class InsecureEngineURL(BadEngineURL):
+    """Plain ``tcp://`` to a host that is not loopback, without TLS and without permission."""

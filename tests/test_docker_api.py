@@ -99,7 +99,9 @@ def test_plain_tcp_off_loopback_is_refused_unless_the_row_allows_it() -> None:
 
 
 def test_an_unknown_scheme_is_a_configuration_error() -> None:
-    with pytest.raises(errors.NodeConfigurationError, match="no supported scheme"):
+    with pytest.raises(
+        errors.NodeConfigurationError, match="must start with unix://, tcp:// or ssh://"
+    ):
         docker_api.connect(row("ftp://example.org"), timeout=1)
 
 

@@ -14,10 +14,14 @@ Guarantees:
 * Every HTTP request the SDK sends is counted in :attr:`EngineClient.calls` by operation
   (``"GET /containers/json"``), the version negotiation and each event subscription included.
 * Errors are classified by exception class and HTTP status (``classify``); message text is read
-  only for the stale-task case, where the Engine API offers nothing else.
+  only where the Engine API offers nothing else, all in ``classify``: stale tasks, which
+  container a 404 names, and the 500s a row's content causes (these count against the row, not
+  the node).
+* URLs are checked by :func:`check_url` with the parser that connects (``urls``).
 
 Modules: ``client`` (connect, :class:`EngineClient`, :class:`EventStream`), ``convert`` (SDK
-dicts to values, container specs to create arguments), ``classify`` (exceptions to errors).
+dicts to values, container specs to create arguments), ``classify`` (exceptions to errors),
+``urls`` (engine URLs), ``engine_api`` (the :class:`EngineAPI` Protocol the executor uses).
 """
 
 from reconciler.docker_api.classify import classify
@@ -38,6 +42,8 @@ from reconciler.docker_api.client import (
     operation_path,
 )
 from reconciler.docker_api.convert import ContainerSummary, EngineEvent
+from reconciler.docker_api.engine_api import EngineAPI
+from reconciler.docker_api.urls import EngineURL, check_url, is_loopback
 
 __all__ = [
     "CREATE_CONTAINER",
@@ -51,10 +57,14 @@ __all__ = [
     "START_CONTAINER",
     "CallCounter",
     "ContainerSummary",
+    "EngineAPI",
     "EngineClient",
     "EngineEvent",
+    "EngineURL",
     "EventStream",
+    "check_url",
     "classify",
     "connect",
+    "is_loopback",
     "operation_path",
 ]

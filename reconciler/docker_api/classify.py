@@ -19,9 +19,37 @@ import urllib3
 
 from reconciler import errors
 
-# dockerd 20.10 keeps a stale containerd task after a restart; its only trace is this text in
-# the 500 answer to a start ("... task <id>: already exists"). No status or field says it.
-_STALE_TASK = re.compile(r"\btask\b.*\balready exists\b", re.IGNORECASE)
+# Message text is read in exactly three places, each because the Engine API offers nothing else:
+#
+# * Stale containerd state after a dockerd restart (dockerd 20.10): a start answers
+#   "task <id>: already exists" (500) when containerd kept the task, "id already in use" (409)
+#   when it kept the container. Both mean "remove and recreate"; neither is the engine's fault.
+_STALE_TASK = re.compile(r"\btask\b.*\balready exists\b|\bid already in use\b", re.IGNORECASE)
+# * A 404 names what is missing: "No such container: <id>" for the container acted on, but
+#   "network <x> not found" for a missing network, and "No such container: <other>" for a
+#   ``container:<other>`` network target. Only the first means the container is gone.
+_NO_SUCH_CONTAINER = re.compile(r"no such container:\s*(\S+)", re.IGNORECASE)
+# * dockerd answers 500 to a create or start that fails because of what the row asks for. These
+#   are the row's failures, not the engine's: counting them against the node let six rows with
+#   an unknown user take a healthy node out of service. A 5xx that matches none of these stays
+#   an engine fault (containerd down, disk full).
+_REQUEST_CAUSED = re.compile(
+    "|".join(
+        (
+            r"unable to find (user|group)",  # "user": "nouser"
+            r"no matching entries in (passwd|group) file",
+            r"port is already allocated",  # a published port someone else holds
+            r"address already in use",
+            r"larger than max",  # gRPC message limit: a 20 MiB env ("… vs. 16777216")
+            r"too large",
+            r"executable file not found",  # a command the image does not have
+            r"already in use",  # a name or an id (after the stale-task check above)
+        )
+    ),
+    re.IGNORECASE,
+)
+# The operations whose outcome depends on a row's content (``doing`` names them).
+_ROW_OPERATIONS = ("create container", "start container")
 _READ_TIMEOUTS = (
     urllib3.exceptions.ReadTimeoutError,
     requests.exceptions.ReadTimeout,
@@ -49,13 +77,21 @@ def is_read_timeout(exc: BaseException) -> bool:
     return any(isinstance(c, _READ_TIMEOUTS) for c in chain(exc))
 
 
-def classify(exc: BaseException, *, node: str, doing: str) -> errors.EngineError:
-    """The project error for an exception raised while ``doing`` (e.g. "list containers on …")."""
+def classify(
+    exc: BaseException, *, node: str, doing: str, subject: str | None = None
+) -> errors.EngineError:
+    """The project error for an exception raised while ``doing`` (e.g. "list containers on …").
+
+    ``subject`` is the container id (or name) the request was about, if any: only a 404 that
+    names it becomes :class:`errors.ContainerNotFound`.
+    """
     if isinstance(exc, errors.EngineError):
         return exc
     if isinstance(exc, docker.errors.APIError):
-        return _api_error(exc, node=node, doing=doing)
+        return _api_error(exc, node=node, doing=doing, subject=subject)
     found = list(chain(exc))
+    if any(_wants_tls(_response_text(c)) for c in found):  # e.g. during version negotiation
+        return _plain_to_tls(node=node, doing=doing)
     return _tls_error(found, node=node, doing=doing) or _transport_error(
         found, node=node, doing=doing
     )
@@ -123,15 +159,60 @@ def _paramiko(found: list[BaseException], *, auth: bool) -> BaseException | None
     return _first(found, paramiko.AuthenticationException if auth else paramiko.SSHException)
 
 
-def _api_error(exc: docker.errors.APIError, *, node: str, doing: str) -> errors.EngineError:
+def _api_error(
+    exc: docker.errors.APIError, *, node: str, doing: str, subject: str | None
+) -> errors.EngineError:
     status = exc.status_code
-    message = f"{doing}: {exc.explanation or exc}"
+    text = str(exc.explanation or "")
+    message = f"{doing}: {text or exc}"
+    if _wants_tls(text):
+        return _plain_to_tls(node=node, doing=doing)
     if isinstance(exc, docker.errors.ImageNotFound):
         return errors.ImageNotFound(message, node=node, status=status)
     if isinstance(exc, docker.errors.NotFound):
+        if _names_subject(text, subject):
+            return errors.ContainerNotFound(message, node=node, status=status)
         return errors.NotFound(message, node=node, status=status)
     if status == 409 and doing.startswith("create container"):
         return errors.NameConflict(message, node=node, status=status)
-    if _STALE_TASK.search(str(exc.explanation or "")):
+    if _STALE_TASK.search(text):
         return errors.StaleTask(message, node=node, status=status)
+    if (
+        status is not None
+        and status >= 500
+        and doing.startswith(_ROW_OPERATIONS)
+        and _REQUEST_CAUSED.search(text)
+    ):
+        return errors.RequestRejected(message, node=node, status=status)
     return errors.EngineAPIError(message, node=node, status=status)
+
+
+def _names_subject(text: str, subject: str | None) -> bool:
+    """Does a 404's text say that ``subject`` itself (an id, a prefix of it, or a name) is gone?"""
+    found = _NO_SUCH_CONTAINER.search(text)
+    if found is None or subject is None:
+        return False
+    named = found.group(1).lstrip("/")
+    wanted = subject.lstrip("/")
+    return named == wanted or (len(named) >= 12 and wanted.startswith(named))
+
+
+def _response_text(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    try:
+        return str(getattr(response, "text", "") or "")
+    except Exception:  # a streamed or broken body: nothing to read
+        return ""
+
+
+def _wants_tls(text: str) -> bool:
+    # Go's TLS server answers a plain HTTP request with "400 Bad Request" and this body.
+    return "http request to an https server" in text.lower()
+
+
+def _plain_to_tls(*, node: str, doing: str) -> errors.EngineError:
+    return errors.TLSError(
+        f"{doing}: the engine wants TLS (it answered plain HTTP with 400 Bad Request); set "
+        "tls_ca_cert, tls_client_cert and tls_client_key on the node row",
+        node=node,
+    )

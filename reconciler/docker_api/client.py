@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import email.utils
-import ipaddress
 import json
 import logging
 import re
@@ -16,6 +16,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import types as pytypes
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -33,7 +34,7 @@ import urllib3.exceptions
 from requests.sessions import merge_setting
 
 from reconciler import domain, errors
-from reconciler.docker_api import convert
+from reconciler.docker_api import convert, urls
 from reconciler.docker_api.classify import classify, is_read_timeout
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,10 @@ def connect(
     except Exception as e:
         if tls_dir:
             shutil.rmtree(tls_dir, ignore_errors=True)
-        raise classify(e, node=row.name, doing=f"connect to {row.url}") from e
+        error = classify(e, node=row.name, doing=f"connect to {row.url}")
+        if isinstance(error, errors.TLSError | errors.TLSVerificationFailed):
+            error = _with_expiry(error, tls, node=row.name)
+        raise error from e
     api.timeout = timeout  # type: ignore[assignment]  # stubs say int; requests takes float
     return EngineClient(api=api, node=row.name, url=row.url, counter=counter, tls_dir=tls_dir)
 
@@ -181,30 +185,41 @@ def _transport(
     row: domain.NodeRow, *, timeout: float
 ) -> tuple[str, str | None, docker.tls.TLSConfig | bool]:
     """Check the URL and build the TLS configuration: (base URL, temp folder, tls)."""
-    parts = urlsplit(row.url)
-    if parts.scheme == "unix":
+    has_tls = bool(row.tls_ca_cert or row.tls_client_cert or row.tls_client_key)
+    try:
+        checked = urls.check_url(row.url, tls=has_tls, allow_insecure=row.allow_insecure_tcp)
+    except errors.InsecureEngineURL:
+        raise errors.InsecureTransportRefused(
+            f"node {row.name}: refusing plain tcp:// to {urlsplit(row.url).hostname}: without "
+            "TLS anyone who reaches that port controls the engine. Set tls_ca_cert, "
+            "tls_client_cert and tls_client_key on the row, or set allow_insecure_tcp = true if "
+            "the network is trusted",
+            node=row.name,
+        ) from None
+    except errors.BadEngineURL as e:
+        raise errors.NodeConfigurationError(
+            f"node {row.name}: unusable URL: {e}", node=row.name
+        ) from None
+    if checked.scheme == "unix":
         return row.url, None, False
-    if parts.scheme == "ssh":
+    if checked.scheme == "ssh":
         _check_ssh_port(row, timeout=timeout)
         return row.url, None, False
-    if parts.scheme != "tcp":
-        raise errors.NodeConfigurationError(
-            f"node {row.name}: URL {row.url!r} has no supported scheme "
-            "(use unix://, tcp://host:port or ssh://user@host)",
-            node=row.name,
-        )
-    has_tls = bool(row.tls_ca_cert or row.tls_client_cert or row.tls_client_key)
     if not has_tls:
-        if not (_is_loopback(parts.hostname) or row.allow_insecure_tcp):
-            raise errors.InsecureTransportRefused(
-                f"node {row.name}: refusing plain tcp:// to {parts.hostname}: without TLS anyone "
-                "who reaches that port controls the engine. Set tls_ca_cert, tls_client_cert and "
-                "tls_client_key on the row, or set allow_insecure_tcp = true if the network is "
-                "trusted",
-                node=row.name,
-            )
         return row.url, None, False
     values = _tls_values(row)
+    if bool(values[1]) != bool(values[2]):
+        # The SDK would silently connect without any client certificate.
+        have, missing = (
+            ("tls_client_cert", "tls_client_key")
+            if values[1]
+            else ("tls_client_key", "tls_client_cert")
+        )
+        raise errors.NodeConfigurationError(
+            f"node {row.name}: {have} is set but {missing} is not; a client certificate needs "
+            "its key: set both or neither",
+            node=row.name,
+        )
     tls_dir = tempfile.mkdtemp(prefix=f"reconciler-tls-{row.name}-")
     try:
         ca, cert, key = (
@@ -219,7 +234,40 @@ def _transport(
         raise errors.NodeConfigurationError(
             f"node {row.name}: unusable TLS settings: {e}", node=row.name
         ) from e
-    return "tcp://" + parts.netloc, tls_dir, config
+    return "tcp://" + urlsplit(row.url).netloc, tls_dir, config
+
+
+def _with_expiry(
+    error: errors.EngineError, tls: docker.tls.TLSConfig | bool, *, node: str
+) -> errors.EngineError:
+    """``error``, saying so when the local client certificate has expired.
+
+    The engine only answers "bad certificate" to an expired one; the local file says why.
+    """
+    cert = getattr(tls, "cert", None)
+    path = cert[0] if isinstance(cert, tuple) else None
+    expired = _expired_at(path) if path else None
+    if expired is None:
+        return error
+    return type(error)(
+        f"{error}; the client certificate expired on {expired:%Y-%m-%d %H:%M} UTC: renew "
+        "tls_client_cert (and its key)",
+        node=node,
+    )
+
+
+def _expired_at(path: str) -> datetime.datetime | None:
+    """When the PEM certificate at ``path`` expired, or None (still valid, or unreadable)."""
+    try:
+        from cryptography import x509
+    except ImportError:  # pragma: no cover - a dependency of paramiko, so always there
+        return None
+    try:
+        certificate = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    not_after = certificate.not_valid_after_utc
+    return not_after if not_after < datetime.datetime.now(datetime.UTC) else None
 
 
 def _tls_values(row: domain.NodeRow) -> tuple[str | None, str | None, str | None]:
@@ -250,17 +298,6 @@ def _pem_file(value: str | None, path: Path) -> str | None:
     return str(found)
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_ssh_port(row: domain.NodeRow, *, timeout: float) -> None:
     """Fail fast on an SSH host that refuses or drops TCP: paramiko's connect has no timeout."""
     parts = urlsplit(row.url)
@@ -289,6 +326,11 @@ class EngineClient:
         self.url = url
         self._counter = counter
         self._tls_dir = tls_dir
+        self._flight_lock = threading.Lock()
+        #: Calls in flight: a token → (monotonic start, seconds the call may legitimately take
+        #: beyond an answer's usual time, e.g. a stop's grace period).
+        self._in_flight: dict[object, tuple[float, float]] = {}
+        self._last_answer = time.monotonic()
 
     @property
     def api_version(self) -> str:
@@ -303,12 +345,37 @@ class EngineClient:
         """A copy of the count of HTTP requests sent so far, by operation key."""
         return self._counter.snapshot()
 
+    def stalled(self, *, after: float) -> bool:
+        """True when a call has waited more than ``after`` s for an answer (beyond any time it
+        may legitimately take, such as a stop's grace period) and no other call was answered
+        meanwhile either: the engine may have hung. A slow call to an engine that still answers
+        others (a large create) is not a stall."""
+        now = time.monotonic()
+        with self._flight_lock:
+            if now - self._last_answer <= after:
+                return False
+            return any(now - start > after + extra for start, extra in self._in_flight.values())
+
     @contextlib.contextmanager
-    def _translate(self, doing: str) -> Iterator[None]:
+    def _translate(
+        self, doing: str, *, subject: str | None = None, allowance: float = 0.0
+    ) -> Iterator[None]:
+        token = object()
+        with self._flight_lock:
+            self._in_flight[token] = (time.monotonic(), allowance)
+        answered = False
         try:
             yield
+            answered = True
         except Exception as e:
-            raise classify(e, node=self.node, doing=f"{doing} on {self.url}") from e
+            error = classify(e, node=self.node, doing=f"{doing} on {self.url}", subject=subject)
+            answered = isinstance(error, errors.EngineAPIError)  # an HTTP answer, if an error
+            raise error from e
+        finally:
+            with self._flight_lock:
+                del self._in_flight[token]
+                if answered:
+                    self._last_answer = time.monotonic()
 
     def ping(self, *, timeout: float | None = None) -> None:
         """Return when the engine answers ``/_ping`` within ``timeout`` (default: the client's)."""
@@ -340,7 +407,7 @@ class EngineClient:
 
     def inspect_container(self, container_id: str) -> domain.ObservedContainer:
         """The full picture of one container; :class:`errors.NotFound` when it is gone."""
-        with self._translate(f"inspect container {container_id[:12]}"):
+        with self._translate(f"inspect container {container_id[:12]}", subject=container_id):
             raw = self._api.inspect_container(container_id)
         return convert.observed(raw, node=self.node)
 
@@ -363,17 +430,21 @@ class EngineClient:
         return domain.ContainerId(created["Id"])
 
     def start(self, container_id: str) -> None:
-        """Start a container; :class:`errors.StaleTask` means remove and recreate it."""
-        with self._translate(f"start container {container_id[:12]}"):
+        """Start a container; :class:`errors.StaleTask` means remove and recreate it,
+        :class:`errors.ContainerNotFound` that it is gone (another 404, e.g. a missing network,
+        is a :class:`errors.NotFound` of the row)."""
+        with self._translate(f"start container {container_id[:12]}", subject=container_id):
             self._api.start(container_id)
 
     def stop(self, container_id: str, *, timeout: int = 10) -> None:
         """Stop gracefully, killing after ``timeout`` s (the request may take that much more)."""
-        with self._translate(f"stop container {container_id[:12]}"):
+        with self._translate(
+            f"stop container {container_id[:12]}", subject=container_id, allowance=timeout
+        ):
             self._api.stop(container_id, timeout=timeout)
 
     def remove(self, container_id: str, *, force: bool = True) -> None:
-        with self._translate(f"remove container {container_id[:12]}"):
+        with self._translate(f"remove container {container_id[:12]}", subject=container_id):
             self._api.remove_container(container_id, force=force)
 
     def events(self, *, since: float | None, idle_timeout: float | None) -> EventStream:

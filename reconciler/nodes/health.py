@@ -18,8 +18,9 @@ States (``types.Health``)::
   backoff (``backoff_initial`` doubling up to ``backoff_cap``, never hours: classic Swarm's
   uncapped backoff once left a recovered node stale for 3.5 h); a success resets it.
 
-Only connection failures count (``errors.EngineError.connection_failure``): a 404 or 409 is an
-answer, and proves the engine is alive.
+Only failures of the engine itself count (``errors.EngineError.engine_fault``: connection
+failures, timeouts, 5xx that do not depend on the request); a 404, a 409 or a 500 caused by a
+row's content is an answer, counted against that row, and proves the engine alive.
 """
 
 from __future__ import annotations

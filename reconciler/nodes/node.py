@@ -156,10 +156,21 @@ class Node:
             )
         return client
 
+    @property
+    def suspect(self) -> bool:
+        """The engine may have stopped answering, before health says so: the last call failed,
+        or a call has waited longer than ``probe_timeout`` for an answer (beyond a stop's grace
+        period). The planner places no new row here; the executor does not wait for it."""
+        client = self._client
+        stalled = client is not None and client.stalled(after=self.settings.probe_timeout)
+        return stalled or self._health.suspect
+
     def snapshot(self) -> domain.NodeSnapshot:
-        """The node as the planner sees it: immutable, rebuilt only after a change."""
+        """The node as the planner sees it: immutable, rebuilt only after a change (including
+        a change of :attr:`suspect`)."""
+        suspect = self.suspect
         with self._lock:
-            if self._snapshot is None:
+            if self._snapshot is None or self._snapshot.suspect != suspect:
                 self._snapshot = domain.NodeSnapshot(
                     name=self.name,
                     health=self._health.health,
@@ -168,6 +179,7 @@ class Node:
                     images=self._cache.images(),
                     labels=dict(self._row.labels),
                     refreshed=self._refreshed,
+                    suspect=suspect,
                 )
             return self._snapshot
 
@@ -207,8 +219,10 @@ class Node:
         self._wake.set()
 
     def record_failure(self, error: errors.EngineError) -> None:
-        """Count a failed call made with :attr:`client` (API answers such as 404 do not count)."""
-        if not _counts(error):
+        """Count a failed call made with :attr:`client` against health if the engine itself
+        failed (``error.engine_fault``); what a request's content caused counts against its row
+        only (the executor's outcome)."""
+        if not error.engine_fault:
             return
         with self._lock:
             now, policy = time.monotonic(), self._policy
@@ -432,10 +446,3 @@ class Node:
             return
         with self._notify_lock:
             self._observer.health_changed(self.name, self._health, transition)
-
-
-def _counts(error: errors.EngineError) -> bool:
-    """Does this failure count against health? Connection failures and 5xx do; 4xx do not."""
-    if isinstance(error, errors.EngineAPIError):
-        return error.temporary
-    return error.connection_failure or error.temporary

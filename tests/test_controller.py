@@ -49,6 +49,8 @@ class FailingClient:
 
 
 class Handle:
+    suspect = False  # answers at once: the executor waits for its actions
+
     def __init__(self, client: FailingClient) -> None:
         self.client = client
         self.failures: list[errors.EngineError] = []

@@ -1,10 +1,15 @@
 """Apply a ``Plan`` to the engines: the only place in a pass that changes Docker.
 
 Where this sits in a pass: ``controller`` hands over the actions of a ``planning.Plan``; each
-node gets its own small thread pool (``max_per_node`` actions in flight, default 4) and all nodes
-work in parallel, so one slow node never holds up another's actions. Every action ends in an
-``Outcome`` that says, in words for the status row, what happened: "container web has been
-created", or why it failed.
+node gets its own small set of worker threads (``max_per_node`` actions in flight, default 4)
+and all nodes work in parallel. Every action ends in an ``Outcome`` that says, in words for the
+status row, what happened: "container web has been created", or why it failed.
+
+One slow node never holds up the others, nor the pass: :meth:`Executor.execute` waits for every
+action on nodes that answer, and stops waiting for a node once it is *suspect* (a call has gone
+unanswered for longer than the probe timeout, or its last call failed). Those actions go on in
+the background until they complete or time out; their outcomes are handed over by the next
+``execute`` call, which meanwhile skips any action on the same container or name.
 
 After an action the node's in-memory picture is refreshed for the containers it touched, so the
 next pass plans from what is really there instead of repeating the action.
@@ -13,14 +18,24 @@ Recovery rules (from ``../shared/ENGINES.md`` and swarmkit's controller):
 
 * a name conflict on create means "look at what is there": a container that carries our labels
   for the same name is adopted; anything else is reported and never touched;
-* "task … already exists" on start (a dockerd 20.10 stale task) means remove and create again.
+* a stale task on start ("task … already exists", or "id already in use" after a dockerd
+  restart) means remove and create again;
+* only a 404 naming the container itself means it is gone; a 404 for a missing network (or a
+  ``container:`` network target on another node) is the row's failure, and the container stays
+  known.
+
+:meth:`Executor.close` drops queued actions at once and waits a bounded time for those in flight;
+nothing is ever left waiting on an action that will not run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from contextlib import AbstractContextManager
@@ -28,7 +43,7 @@ from dataclasses import dataclass
 from typing import Protocol, assert_never
 
 from reconciler import errors, planning, spec
-from reconciler.docker_api import EngineClient
+from reconciler.docker_api import EngineAPI
 from reconciler.domain import ContainerId, ContainerSpec, NodeName, Phase
 
 log = logging.getLogger(__name__)
@@ -38,10 +53,17 @@ DEFAULT_STOP_TIMEOUT = 10
 
 
 class NodeHandle(Protocol):
-    """What the executor needs of a node: its client, and a way to re-read containers."""
+    """What the executor needs of a node: its engine, a way to re-read containers, and whether
+    it still answers."""
 
     @property
-    def client(self) -> EngineClient: ...
+    def client(self) -> EngineAPI: ...
+
+    @property
+    def suspect(self) -> bool:
+        """The node may have stopped answering (a call overdue, or the last one failed): the
+        executor does not hold a pass for its actions."""
+        ...
 
     def acting_on(
         self, *, ids: Iterable[str] = (), names: Iterable[str] = ()
@@ -73,13 +95,28 @@ class Outcome:
         return self.action.name
 
 
+_Key = tuple[NodeName, str]
+#: The actions that are carried out (``Blocked`` ones only describe a row).
+_Executable = planning.Create | planning.Start | planning.Stop | planning.Remove | planning.Recreate
+
+
 class Executor:
     """Runs actions with bounded concurrency per node; reusable across passes."""
 
-    def __init__(self, *, max_per_node: int = 4) -> None:
+    def __init__(
+        self, *, max_per_node: int = 4, close_timeout: float = 5.0, poll_interval: float = 0.05
+    ) -> None:
         self._max_per_node = max_per_node
-        self._pools: dict[NodeName, futures.ThreadPoolExecutor] = {}
+        self._close_timeout = close_timeout
+        self._poll = poll_interval
+        self._workers: dict[NodeName, _Workers] = {}
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._close_deadline = float("inf")
+        #: Actions a pass stopped waiting for, by the container or name they act on.
+        self._detached: dict[_Key, futures.Future[Outcome]] = {}
+        #: Outcomes of detached actions that have completed since, for the next ``execute``.
+        self._late: list[Outcome] = []
 
     def execute(
         self,
@@ -90,44 +127,197 @@ class Executor:
     ) -> list[Outcome]:
         """Apply every non-blocked action; return their outcomes (in completion order).
 
-        Never raises for a failed action: a failure is an ``Outcome`` with ``ok=False``.
+        Outcomes of actions an earlier call stopped waiting for come first. Returns once every
+        action has an outcome, except those on suspect nodes (and, after :meth:`close`, those
+        still running when its timeout ran out), which go on in the background. An action on a
+        container or name that such a background action still works on is skipped. Never raises
+        for a failed action: a failure is an ``Outcome`` with ``ok=False``.
         """
-        pending: list[futures.Future[Outcome]] = []
         outcomes: list[Outcome] = []
+
+        def report(outcome: Outcome) -> None:
+            if on_outcome is not None:
+                on_outcome(outcome)
+            outcomes.append(outcome)
+
+        for outcome in self._take_late():
+            report(outcome)
+        pending: dict[futures.Future[Outcome], _Key] = {}
         for action in actions:
             if isinstance(action, planning.Blocked):
                 continue
             handle = nodes.get(action.node)
             if handle is None:
-                outcomes.append(_failed(action, f"node {action.node} is no longer registered"))
+                report(_failed(action, f"node {action.node} is no longer registered"))
                 continue
-            pending.append(self._pool(action.node).submit(_apply, action, handle))
-        for done in futures.as_completed(pending):
-            if done.cancelled():
-                continue  # shutting down: the action never started, so nothing to record
-            outcome = done.result()
-            _log(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
-            outcomes.append(outcome)
+            key = _key(action)
+            if self._still_running(key):
+                log.debug("skipped %s: an earlier action on it is still running", action)
+                continue
+            pending[self._submit(action, handle)] = key
+        while pending:
+            futures.wait(pending, timeout=self._poll, return_when=futures.FIRST_COMPLETED)
+            # A future cancelled by close() is done() but never reported by wait(): poll.
+            for done in [f for f in pending if f.done()]:
+                del pending[done]
+                if done.cancelled():
+                    continue  # closing: the action never started, so nothing to record
+                outcome = done.result()
+                _log(outcome)
+                report(outcome)
+            if pending and self._may_leave(pending, nodes):
+                self._detach(pending)
+                break
         return outcomes
 
-    def close(self) -> None:
-        """Let in-flight actions finish, then free the threads."""
+    def close(self, *, timeout: float | None = None) -> None:
+        """Drop queued actions, wait up to ``timeout`` s (default ``close_timeout``) for those in
+        flight, and let every ``execute`` return. The worker threads are daemons: a call to a
+        hung engine does not keep the process alive."""
+        wait = self._close_timeout if timeout is None else timeout
         with self._lock:
-            pools, self._pools = self._pools, {}
-        for pool in pools.values():
-            pool.shutdown(wait=True, cancel_futures=True)
+            self._closed.set()
+            self._close_deadline = time.monotonic() + wait
+            workers, self._workers = list(self._workers.values()), {}
+        running: list[futures.Future[Outcome]] = []
+        for w in workers:
+            running += w.close()
+        futures.wait(running, timeout=wait)
 
-    def _pool(self, node: NodeName) -> futures.ThreadPoolExecutor:
+    # -- internals -------------------------------------------------------------------------
+
+    def _submit(self, action: _Executable, handle: NodeHandle) -> futures.Future[Outcome]:
         with self._lock:
-            pool = self._pools.get(node)
-            if pool is None:
-                pool = futures.ThreadPoolExecutor(
-                    max_workers=self._max_per_node, thread_name_prefix=f"exec-{node}"
+            if self._closed.is_set():
+                cancelled: futures.Future[Outcome] = futures.Future()
+                cancelled.cancel()
+                return cancelled
+            workers = self._workers.get(action.node)
+            if workers is None:
+                workers = _Workers(action.node, size=self._max_per_node)
+                self._workers[action.node] = workers
+            return workers.submit(lambda: _apply(action, handle))
+
+    def _may_leave(
+        self, pending: Mapping[futures.Future[Outcome], _Key], nodes: Mapping[NodeName, NodeHandle]
+    ) -> bool:
+        """May the pass stop waiting for the rest? Yes when every remaining action is on a
+        suspect node, or when closing and the close timeout has run out."""
+        if self._closed.is_set() and time.monotonic() >= self._close_deadline:
+            return True
+        waiting_on = {node for node, _ in pending.values()}
+        return all(nodes[node].suspect for node in waiting_on)
+
+    def _detach(self, pending: Mapping[futures.Future[Outcome], _Key]) -> None:
+        names = sorted({node for node, _ in pending.values()})
+        log.warning(
+            "not waiting for %d action(s) on %s, which do(es) not answer; their outcome is "
+            "recorded when they complete",
+            len(pending),
+            ", ".join(names),
+        )
+        with self._lock:
+            for future, key in pending.items():
+                self._detached[key] = future
+        for future, key in pending.items():
+            future.add_done_callback(functools.partial(self._finished_late, key))
+
+    def _finished_late(self, key: _Key, future: futures.Future[Outcome]) -> None:
+        with self._lock:
+            if self._detached.get(key) is future:
+                del self._detached[key]
+            if future.cancelled():
+                return
+            outcome = future.result()
+            self._late.append(outcome)
+        _log(outcome)
+
+    def _take_late(self) -> list[Outcome]:
+        with self._lock:
+            late, self._late = self._late, []
+        return late
+
+    def _still_running(self, key: _Key) -> bool:
+        with self._lock:
+            return key in self._detached
+
+
+class _Workers:
+    """Daemon threads that run one node's actions, at most ``size`` at a time.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined at interpreter exit (a call to a hung
+    engine would hold the process), and futures it cancels on shutdown are never reported done
+    to ``wait``/``as_completed``.
+    """
+
+    def __init__(self, node: NodeName, *, size: int) -> None:
+        self._node = node
+        self._size = size
+        self._queue: queue.SimpleQueue[tuple[futures.Future[Outcome], Callable[[], Outcome]]]
+        self._queue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._running: set[futures.Future[Outcome]] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[[], Outcome]) -> futures.Future[Outcome]:
+        future: futures.Future[Outcome] = futures.Future()
+        with self._lock:
+            self._queue.put((future, fn))
+            if len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._work, name=f"exec-{self._node}-{len(self._threads)}", daemon=True
                 )
-                self._pools[node] = pool
-            return pool
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def close(self) -> list[futures.Future[Outcome]]:
+        """Cancel what has not started; return what is running."""
+        with self._lock:
+            self._closed = True
+            running = list(self._running)
+        while True:
+            try:
+                future, _ = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            future.cancel()
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        return running
+
+    def _work(self) -> None:
+        while True:
+            future, fn = self._queue.get()
+            if future is _STOP[0]:
+                return
+            with self._lock:
+                if self._closed:
+                    future.cancel()
+                    continue
+                if not future.set_running_or_notify_cancel():
+                    continue
+                self._running.add(future)
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # _apply turns failures into outcomes; a bug still ends
+                future.set_exception(e)
+            finally:
+                with self._lock:
+                    self._running.discard(future)
+
+
+def _no_outcome() -> Outcome:
+    raise AssertionError("the stop marker is never run")
+
+
+_STOP: tuple[futures.Future[Outcome], Callable[[], Outcome]] = (futures.Future(), _no_outcome)
+
+
+def _key(action: _Executable) -> _Key:
+    """What an action works on: its row's name, or the container of a removal without one."""
+    return (action.node, action.name or getattr(action, "container_id", None) or repr(action))
 
 
 def _apply(action: planning.Action, handle: NodeHandle) -> Outcome:
@@ -172,9 +362,10 @@ def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
                     None,
                     f"container {name} had a stale task; removed to be created again",
                 )
-            except errors.NotFound:
+            except errors.ContainerNotFound:
                 # Removed behind our back after the picture was taken (docker rm -f): not a
                 # failure of the row; the next pass, woken by the destroy event, creates it.
+                # Any other 404 (a missing network) fails the row and the container stays.
                 handle.forget_containers([cid])
                 return _ok(
                     action,
@@ -190,7 +381,7 @@ def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
             _refresh(handle, [cid])
             return _ok(action, Phase.STOPPED, node, cid, f"container {name} has been stopped")
         case planning.Remove(node=node, container_id=cid, reason=reason):
-            with contextlib.suppress(errors.NotFound):  # already gone: the goal is reached
+            with contextlib.suppress(errors.ContainerNotFound):  # already gone: goal reached
                 client.remove(cid, force=True)
             handle.forget_containers([cid])  # a successful remove needs no inspect to confirm
             return _ok(action, None, node, cid, f"container {cid[:12]} has been removed ({reason})")
@@ -226,7 +417,7 @@ def _refresh(handle: NodeHandle, ids: list[ContainerId]) -> None:
 
 
 def _create(
-    client: EngineClient, wanted: ContainerSpec, spec_hash: str, *, start: bool
+    client: EngineAPI, wanted: ContainerSpec, spec_hash: str, *, start: bool
 ) -> tuple[ContainerId, str]:
     """Create (and start) ``wanted``; adopt a container of ours that already holds the name."""
     labels = spec.container_labels(wanted, spec_hash)
@@ -240,6 +431,7 @@ def _create(
                 f"the name {wanted.name} is taken by container {existing.id[:12]}, "
                 "which reconciler does not manage; rename or remove it",
                 node=client.node,
+                status=409,  # the row's problem, not the engine's
             ) from None
         # Ours, from a pass that was interrupted after create: adopt it. If its spec is stale,
         # the next pass sees the hash differ and recreates it.
@@ -257,11 +449,11 @@ def _create(
     return cid, message
 
 
-def _stop_and_remove(client: EngineClient, cid: ContainerId, *, timeout: int | None) -> None:
+def _stop_and_remove(client: EngineAPI, cid: ContainerId, *, timeout: int | None) -> None:
     try:
         client.stop(cid, timeout=DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
         client.remove(cid, force=True)
-    except errors.NotFound:
+    except errors.ContainerNotFound:
         pass  # already gone
 
 

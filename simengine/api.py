@@ -9,6 +9,7 @@ exit); dockerd has nothing there, so a client of the Docker API never meets them
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import re
 import time
@@ -31,6 +32,7 @@ API_VERSION = "1.41"
 MIN_API_VERSION = "1.12"
 SERVER = "Docker/20.10.24+dfsg1 (linux)"
 _VERSIONED = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
+_CONTAINER_ID = re.compile(r"^/containers/(?!json$|create$)[^/]+(/|$)")
 _CONTAINER = re.compile(r"^/containers/([^/]+)(?:/(json|start|stop|kill|restart|wait))?$")
 
 
@@ -78,21 +80,24 @@ class EngineApi:
     def __init__(self, engine: Engine, latencies: Latencies) -> None:
         self.engine = engine
         self.latencies = latencies
-        self.requests = 0
+        #: Docker API requests answered, by operation key as ``docker_api.operation_path``
+        #: spells it (``"GET /containers/{id}/json"``); read with ``GET /_sim/stats``.
+        self.calls: collections.Counter[str] = collections.Counter()
 
     async def __call__(self, request: Request) -> Response:
-        self.requests += 1
         path = request.path
         if path.startswith("/_sim/"):
             return await self._sim(request, path)
         if m := _VERSIONED.match(path):
             major, minor, path = int(m.group(1)), int(m.group(2)), m.group(3)
-            if (major, minor) > (1, 41):
-                return _error(
-                    400,
-                    f"client version {major}.{minor} is too new. Maximum supported API version "
-                    f"is {API_VERSION}",
-                )
+        operation = _CONTAINER_ID.sub(r"/containers/{id}\1", path)
+        self.calls[f"{request.method} {operation}"] += 1
+        if m and (major, minor) > (1, 41):
+            return _error(
+                400,
+                f"client version {major}.{minor} is too new. Maximum supported API version "
+                f"is {API_VERSION}",
+            )
         await self.engine.resumed.wait()
         try:
             return await self._route(request, path.rstrip("/") or "/")
@@ -278,8 +283,20 @@ class EngineApi:
         return Response(200, stream=stream)
 
     async def _sim(self, request: Request, path: str) -> Response:
-        """Simulation controls: ``pause``/``resume`` every API call, a process that exits."""
+        """Simulation controls: ``stats``, ``pause``/``resume`` every API call, a process that
+        exits (``containers/{id}/exit?code=N``)."""
         engine = self.engine
+        if path == "/_sim/stats" and request.method == "GET":
+            running = sum(1 for c in engine.containers.values() if c.running)
+            return _json(
+                200,
+                {
+                    "calls": dict(self.calls),
+                    "containers": len(engine.containers),
+                    "running": running,
+                    "event_streams": len(engine.subscribers),
+                },
+            )
         if path == "/_sim/pause":
             engine.resumed.clear()
         elif path == "/_sim/resume":

@@ -11,6 +11,7 @@ that pid, waits, and kills it if it does not exit. Its log goes to ``log_path``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
 import selectors
@@ -21,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -35,15 +37,20 @@ class SimEngineHandle:
     def __repr__(self) -> str:
         return f"SimEngineHandle({self.name}, {self.url})"
 
-    def control(self, path: str) -> None:
-        """POST a simulation control (``pause``, ``resume``, ``containers/ID/exit?code=N``)."""
+    def control(self, path: str, *, method: str = "POST") -> bytes:
+        """Send a simulation control (``pause``, ``resume``, ``containers/ID/exit?code=N``)."""
         if not self.url.startswith("tcp://"):
             raise NotImplementedError("controls are only sent over TCP")
         request = urllib.request.Request(
-            f"http://{self.url.removeprefix('tcp://')}/_sim/{path}", method="POST"
+            f"http://{self.url.removeprefix('tcp://')}/_sim/{path}", method=method
         )
         with urllib.request.urlopen(request, timeout=10) as answer:
-            answer.read()
+            return bytes(answer.read())
+
+    def stats(self) -> dict[str, Any]:
+        """``calls`` (Docker API requests by operation key, as ``docker_api`` counts them),
+        ``containers``, ``running`` and ``event_streams`` (open ``/events`` streams)."""
+        return dict(json.loads(self.control("stats", method="GET")))
 
     def pause(self) -> None:
         """Every API call hangs until ``resume()`` (like dockerd under SIGSTOP)."""

@@ -8,6 +8,7 @@ the simulation has (its server process, its controls, many engines in one proces
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import threading
@@ -281,6 +282,22 @@ def test_the_server_prints_urls_and_stops_on_sigterm() -> None:
         with urllib.request.urlopen(f"http://{u[6:]}/v1.41/info", timeout=5) as answer:
             ids.add(json.load(answer)["ID"])
     assert len(ids) == 5, "each engine has its own ID"
+    engine = fleet.engines[1]
+    client = docker_api.connect(
+        domain.NodeRow(name=domain.NodeName("s"), url=engine.url), timeout=5
+    )
+    cid = client.create_container(_spec("counted"), labels={})
+    client.start(cid)
+    client.list_containers()
+    client.inspect_container(cid)
+    client.remove(cid)
+    stats = engine.stats()
+    urllib_info = {"GET /info": 1}  # the loop above asked each engine once
+    assert stats["calls"] == dict(client.calls + collections.Counter(urllib_info)), (
+        "the engine counts what reconciler counts"
+    )
+    assert (stats["containers"], stats["running"], stats["event_streams"]) == (0, 0, 0)
+    client.close()
     fleet.close()
     assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
 

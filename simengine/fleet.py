@@ -10,6 +10,7 @@ that pid, waits, and kills it if it does not exit. Its log goes to ``log_path``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -126,6 +127,7 @@ class SimFleet:
                 self._argv, stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True
             )
         self.pid = self._proc.pid
+        atexit.register(self.close)  # an interrupted test run leaves no server behind
         assert self._proc.stdout is not None
         deadline = time.monotonic() + self._timeout
         buffer = b""

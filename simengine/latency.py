@@ -2,7 +2,9 @@
 
 Measured on a sandbox engine of this machine (``sandbox.engines``, dockerd 20.10.24, busybox:local,
 network mode unset, loopback TCP, the docker SDK, sequential calls, medians; December 2026, with
-the machine shared by other work, so slower than the ENGINES.md figures of a quiet machine):
+the machine shared by other work (load 3), so slower than the ENGINES.md figures of a quiet
+machine; a second sample at load 1.3 gave create 18 ms, start 130 ms, inspect 2.1 ms, kill 86 ms,
+forced remove 75 ms; see simengine/README.md):
 
 =================================  ==========  =========================================
 call                               measured    default here

@@ -275,7 +275,16 @@ def test_list_filters_used_by_the_tests_and_the_sdk(url: str, made: Made) -> Non
 def test_the_server_prints_urls_and_stops_on_sigterm() -> None:
     fleet = SimFleet(5, latency_scale=0).start()
     pid = fleet.pid
-    assert pid is not None and len(set(fleet.urls)) == 5
+    try:
+        _check_five_engines(fleet)
+    finally:
+        fleet.close()
+    assert pid is not None
+    assert not os.path.exists(f"/proc/{pid}") or _zombie(pid), "SIGTERM ended the server"
+
+
+def _check_five_engines(fleet: SimFleet) -> None:
+    assert len(set(fleet.urls)) == 5
     assert all(u.startswith("tcp://127.0.0.1:") for u in fleet.urls)
     ids = set()
     for u in fleet.urls:
@@ -298,8 +307,6 @@ def test_the_server_prints_urls_and_stops_on_sigterm() -> None:
     )
     assert (stats["containers"], stats["running"], stats["event_streams"]) == (0, 0, 0)
     client.close()
-    fleet.close()
-    assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:

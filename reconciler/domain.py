@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NewType
 
 NodeName = NewType("NodeName", str)
@@ -21,6 +21,8 @@ MANAGED_LABEL = "reconciler.managed"
 NAME_LABEL = "reconciler.name"
 SPEC_HASH_LABEL = "reconciler.spec-hash"
 NODE_LABEL = "reconciler.node"
+#: The id of the reconciler database (``installation`` table) that created the container.
+INSTALLATION_LABEL = "reconciler.installation"
 
 
 class Health(enum.StrEnum):
@@ -120,10 +122,21 @@ class ObservedContainer:
     status: str | None = None
     exit_code: int | None = None
     created: float | None = None
+    #: Labelled managed, but by another installation (another reconciler database): to this
+    #: one it is unmanaged, like any container it did not create. Set by :meth:`seen_by`.
+    foreign: bool = False
 
     @property
     def managed(self) -> bool:
-        return self.labels.get(MANAGED_LABEL) == "true"
+        return self.labels.get(MANAGED_LABEL) == "true" and not self.foreign
+
+    def seen_by(self, installation: str | None) -> ObservedContainer:
+        """This container as installation ``installation`` sees it: ``foreign`` when its
+        ``reconciler.installation`` label names another one. A managed container without the
+        label predates installation ids and is adopted by whichever installation sees it."""
+        owner = self.labels.get(INSTALLATION_LABEL)
+        foreign = installation is not None and owner is not None and owner != installation
+        return self if foreign == self.foreign else replace(self, foreign=foreign)
 
     @property
     def desired_name(self) -> str | None:

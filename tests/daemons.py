@@ -49,9 +49,11 @@ def register(url: str, engines: Sequence[SandboxEngine]) -> sa.Engine:
 
 @contextlib.contextmanager
 def running_daemon(
-    url: str, engines: Sequence[SandboxEngine], **overrides: Any
+    url: str, engines: Sequence[SandboxEngine], *, clean: bool = True, **overrides: Any
 ) -> Iterator[Daemon]:
-    for e in engines:  # start from engines without managed containers of earlier tests
+    """``clean=False`` leaves the managed containers already on the engines (a second daemon
+    beside a first one)."""
+    for e in engines if clean else ():  # start without managed containers of earlier tests
         remove_managed(e)
     store = register(url, engines)
     settings = Settings(database_url=url, **{**FAST, **overrides})

@@ -67,7 +67,9 @@ def test_db_upgrade_current_downgrade(run: Any, sqlite_url: str) -> None:
     assert "(empty)" in run("db", "current").stdout
     assert f"upgraded from (empty) to {head}" in run("db", "upgrade").stdout
     assert "already at" in run("db", "upgrade").stdout
-    assert run("db", "current").stdout.strip() == f"{head} (head)"
+    identity = migrate.installation(sqlite_url)
+    assert identity is not None and len(identity) == 36  # a UUID, made by the upgrade
+    assert run("db", "current").stdout.strip() == f"{head} (head), installation {identity}"
     assert run("db", "downgrade", "base").exit_code == 0
     assert migrate.current(sqlite_url) is None
 

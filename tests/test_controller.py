@@ -50,6 +50,7 @@ class FailingClient:
 
 class Handle:
     suspect = False  # answers at once: the executor waits for its actions
+    installation = None  # containers unlabelled with an installation id
 
     def __init__(self, client: FailingClient) -> None:
         self.client = client

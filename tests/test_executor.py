@@ -19,6 +19,7 @@ from waiting import wait_for
 
 from reconciler import docker_api, errors, planning
 from reconciler.domain import (
+    INSTALLATION_LABEL,
     MANAGED_LABEL,
     NAME_LABEL,
     ContainerId,
@@ -113,6 +114,7 @@ class Handle:
 
     engine: ScriptedEngine
     is_suspect: bool = False
+    installation: str | None = None
     failures: list[errors.EngineError] = field(default_factory=list)
     refreshed: list[str] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
@@ -144,8 +146,10 @@ def ours(name: str) -> dict[str, str]:
     return {MANAGED_LABEL: "true", NAME_LABEL: name}
 
 
-def run(engine: ScriptedEngine, *actions: planning.Action) -> tuple[list[executor.Outcome], Handle]:
-    handle = Handle(engine)
+def run(
+    engine: ScriptedEngine, *actions: planning.Action, installation: str | None = None
+) -> tuple[list[executor.Outcome], Handle]:
+    handle = Handle(engine, installation=installation)
     ex = executor.Executor()
     try:
         return ex.execute(actions, {NODE: handle}), handle
@@ -175,6 +179,26 @@ def test_name_conflict_with_a_foreign_container_is_refused_and_leaves_it_alone()
     assert engine.containers[foreign].labels == {"owner": "someone else"}
     assert list(engine.containers) == [foreign]
     assert handle.failures == []  # the engine answered: not the node's fault
+
+
+def test_name_conflict_with_another_installations_container_is_refused():
+    """Issue 10, item 3: a container another reconciler database created is not ours to adopt,
+    even though it is labelled managed with the same desired name."""
+    engine = ScriptedEngine()
+    theirs = engine.add("web", {**ours("web"), INSTALLATION_LABEL: "other-db"}, state="running")
+    [outcome], _ = run(engine, CREATE, installation="this-db")
+    assert not outcome.ok and "does not manage" in outcome.message
+    assert list(engine.containers) == [theirs] and engine.containers[theirs].running
+
+
+def test_created_containers_carry_the_installation_and_unlabelled_ones_are_adopted():
+    engine = ScriptedEngine()
+    old = engine.add("web", ours("web"))  # created before installation ids existed
+    [adopted], _ = run(engine, CREATE, installation="this-db")
+    assert adopted.ok and adopted.container_id == old and "adopted" in adopted.message
+    fresh = ScriptedEngine()
+    [created], _ = run(fresh, CREATE, installation="this-db")
+    assert fresh.containers[created.container_id].labels[INSTALLATION_LABEL] == "this-db"
 
 
 def test_stale_task_on_create_removes_and_recreates_the_container():

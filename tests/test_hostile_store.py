@@ -217,6 +217,7 @@ def test_a_database_outage_logs_one_line_going_and_one_coming_back(
         url = server.create_database("outage")
         migrate.upgrade(url)
         store = Store.open(url)
+        store.outage.announce = True  # as the daemon sets it
         caplog.set_level(logging.INFO)
         try:
             store.load_desired(known_generation=None)

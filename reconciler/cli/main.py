@@ -14,16 +14,14 @@ printed on stderr and naming the field at fault. Printing rows is ``reconciler.c
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import logging
-import urllib.parse
 from collections.abc import Collection
 from typing import IO, Any
 
 import click
 import yaml
 
-from reconciler import __version__, domain, spec
+from reconciler import __version__, docker_api, domain, errors, spec
 from reconciler import settings as settings_mod
 from reconciler.cli import logs, options, output
 from reconciler.db import migrate
@@ -132,12 +130,15 @@ def db_downgrade(ctx: click.Context, rev: str) -> None:
 @db.command("current")
 @click.pass_context
 def db_current(ctx: click.Context) -> None:
-    """Show the database's schema revision and whether it is at head."""
-    found, head = migrate.current(_settings(ctx).database_url), migrate.head()
+    """Show the database's schema revision, whether it is at head, and its installation id."""
+    url = _settings(ctx).database_url
+    found, head = migrate.current(url), migrate.head()
+    identity = migrate.installation(url)
+    where = f", installation {identity}" if identity else ""
     if found == head:
-        click.echo(f"{found} (head)")
+        click.echo(f"{found} (head){where}")
     else:
-        click.echo(f"{found or '(empty)'} (head is {head}; {migrate.UPGRADE_HINT})")
+        click.echo(f"{found or '(empty)'} (head is {head}; {migrate.UPGRADE_HINT}){where}")
 
 
 # -- node ------------------------------------------------------------------------------------
@@ -160,39 +161,17 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
     return labels
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_url(url: str, *, tls: bool, allow_insecure: bool) -> None:
-    """Refuse URLs the node layer could not use, and plain TCP off this machine."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("unix", "tcp", "ssh"):
+    """Refuse URLs the node layer could not use, and plain TCP off this machine, with the
+    check the node layer makes itself (the parser that connects: ``docker_api.check_url``)."""
+    try:
+        docker_api.check_url(url, tls=tls, allow_insecure=allow_insecure)
+    except errors.InsecureEngineURL as e:
         raise click.BadParameter(
-            f"must start with unix://, tcp:// or ssh://, got {url!r}", param_hint="URL"
-        )
-    if parts.scheme == "unix" and not parts.path:
-        raise click.BadParameter(f"unix:// needs a socket path, got {url!r}", param_hint="URL")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise click.BadParameter(f"{parts.scheme}:// needs a host, got {url!r}", param_hint="URL")
-    if tls and parts.scheme != "tcp":
-        raise click.BadParameter("TLS options apply to tcp:// URLs only", param_hint="--tls-*")
-    if (
-        parts.scheme == "tcp"
-        and not tls
-        and not allow_insecure
-        and not _is_loopback(parts.hostname)
-    ):
-        raise click.BadParameter(
-            f"plain TCP to {parts.hostname} would let anyone on the network run containers; "
-            "give --tls-ca/--tls-cert/--tls-key, or --allow-insecure-tcp if you mean it",
-            param_hint="URL",
-        )
+            f"{e} (give --tls-ca/--tls-cert/--tls-key, or --allow-insecure-tcp)", param_hint="URL"
+        ) from None
+    except errors.BadEngineURL as e:
+        raise click.BadParameter(str(e), param_hint="URL") from None
 
 
 _PEM = click.Path(exists=True, dir_okay=False, resolve_path=True)

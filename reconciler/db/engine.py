@@ -7,7 +7,9 @@ waits for the lock instead of failing with "database is locked").
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -93,18 +95,29 @@ def make_engine(url: str | None = None, **kwargs: object) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            path = Path(database)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(
             parsed,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             **kwargs,
         )
+        if database and database != ":memory:" and not database.startswith("file:"):
+            sa.event.listen(engine, "do_connect", _create_private(Path(database)))
         sa.event.listen(engine, "connect", _sqlite_on_connect)
         return engine
     return sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
+
+
+def _create_private(path: Path) -> Callable[..., None]:
+    """A ``do_connect`` hook that creates a missing database file as 0600 before SQLite does
+    (SQLite would create it 0644; only a connection creates it, never a read-only check)."""
+
+    def create(*_args: object) -> None:
+        if not path.exists():
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+    return create
 
 
 class UndecodableText(str):

@@ -125,6 +125,21 @@ def current(url: str | None = None) -> str | None:
     return ",".join(heads) if heads else None
 
 
+def installation(url: str | None = None) -> str | None:
+    """The database's installation id (revision 0003 creates it), or None before that."""
+    engine = db_engine.make_engine(url, poolclass=sa.pool.NullPool)
+    if _missing_sqlite_file(engine):
+        return None
+    try:
+        with engine.connect() as connection:
+            if not sa.inspect(connection).has_table("installation"):
+                return None
+            found = connection.execute(sa.text("SELECT id FROM installation")).scalars().all()
+    finally:
+        engine.dispose()
+    return found[0] if found else None
+
+
 def is_at_head(engine: sa.Engine) -> bool:
     """True when the database behind ``engine`` is at :func:`head`."""
     if _missing_sqlite_file(engine):

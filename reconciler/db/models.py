@@ -173,3 +173,12 @@ change_counters = sa.Table(
     sa.Column("table_name", sa.String(64), primary_key=True),
     sa.Column("generation", sa.BigInteger, nullable=False, server_default=sa.text("0")),
 )
+
+#: One row: this database's identity, carried by its containers as ``reconciler.installation``
+#: (controller-owned; created by the migration that adds the table).
+installation = sa.Table(
+    "installation",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+)

@@ -28,7 +28,17 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from reconciler import domain
-from reconciler.db import changes, desired, events, migrate, node_state, nodes, observed, status
+from reconciler.db import (
+    changes,
+    desired,
+    events,
+    migrate,
+    models,
+    node_state,
+    nodes,
+    observed,
+    status,
+)
 from reconciler.db import engine as db_engine
 from reconciler.db import watch as watch_mod
 
@@ -62,9 +72,12 @@ class Outage:
     watcher and the daemon all report here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, announce: bool = False) -> None:
         self._lock = threading.Lock()
         self._down_since: float | None = None
+        self.announce = announce
+        """Log the two lines (the daemon does); a one-shot CLI command reports the error
+        itself, so for it the outage is logged at debug level only."""
 
     @property
     def down(self) -> bool:
@@ -76,7 +89,7 @@ class Outage:
             if self._down_since is not None:
                 return
             self._down_since = time.monotonic()
-        log.warning("database unreachable: %s; retrying", reason(error))
+        log.log(self._level, "database unreachable: %s; retrying", reason(error))
 
     def succeeded(self) -> None:
         if self._down_since is None:  # the common case, without the lock
@@ -84,7 +97,13 @@ class Outage:
         with self._lock:
             since, self._down_since = self._down_since, None
         if since is not None:
-            log.warning("database is reachable again after %.1fs", time.monotonic() - since)
+            log.log(
+                self._level, "database is reachable again after %.1fs", time.monotonic() - since
+            )
+
+    @property
+    def _level(self) -> int:
+        return logging.WARNING if self.announce else logging.DEBUG
 
 
 def reason(error: BaseException) -> str:
@@ -151,6 +170,18 @@ class Store:
     def require_head(self) -> None:
         """Raise ``SchemaMismatch`` unless the schema is at the newest revision."""
         migrate.require_head(self.sql)
+
+    @_reported
+    def installation_id(self) -> str:
+        """This database's identity, carried by its containers as ``reconciler.installation``."""
+        with self.sql.connect() as conn:
+            found = conn.execute(sa.select(models.installation.c.id)).scalars().all()
+        if len(found) != 1:
+            raise SchemaMismatch(
+                f"the installation table holds {len(found)} rows, expected 1: "
+                "restore it from a backup or downgrade to 0002 and upgrade again"
+            )
+        return str(found[0])
 
     # -- a reconcile pass -----------------------------------------------------------------------
 

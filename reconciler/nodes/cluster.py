@@ -79,11 +79,13 @@ class Cluster:
         self._duplicates_reported: set[frozenset[domain.NodeName]] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._installation: str | None = None  # read from the store at start
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
         """Read the table once (starting a node per row), then follow it on a thread."""
+        self._installation = self._store.installation_id()
         self._publisher.start()
         self.sync()
         self._thread = threading.Thread(target=self._follow, name="cluster-nodes", daemon=True)
@@ -182,7 +184,13 @@ class Cluster:
 
     def _new_node(self, row: domain.NodeRow) -> node_mod.Node:
         rng = random.Random(self._rng.random())
-        return node_mod.Node(row=row, settings=self.settings, observer=self, rng=rng)
+        return node_mod.Node(
+            row=row,
+            settings=self.settings,
+            observer=self,
+            rng=rng,
+            installation=self._installation,
+        )
 
     def _stop_nodes(self, doomed: list[node_mod.Node], *, forget: bool = False) -> None:
         """Stop nodes without waiting for a hung call to return (their threads end later and

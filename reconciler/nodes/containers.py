@@ -107,8 +107,10 @@ def change_key(summary: docker_api.ContainerSummary) -> tuple[str, ...]:
 class ContainerCache:
     """Thread-safe; the I/O happens outside its lock."""
 
-    def __init__(self, *, node: domain.NodeName) -> None:
+    def __init__(self, *, node: domain.NodeName, installation: str | None = None) -> None:
         self.node = node
+        #: This reconciler database's id: containers of another one are recorded as foreign.
+        self.installation = installation
         self._lock = threading.Lock()
         self._entries: dict[domain.ContainerId, _Entry] = {}
         self._images: dict[str, domain.ObservedImage] = {}
@@ -332,6 +334,7 @@ class ContainerCache:
     ) -> bool:
         if container.id in self._tombstones:
             return False  # seen removed meanwhile: an older observation cannot bring it back
+        container = container.seen_by(self.installation)
         entry = self._entries.get(container.id)
         if entry is not None and entry.seq > seq:
             return False  # a later observation already recorded it

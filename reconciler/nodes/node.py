@@ -71,8 +71,12 @@ class Node:
         settings: NodeSettings | None = None,
         observer: NodeObserver | None = None,
         rng: random.Random | None = None,
+        installation: str | None = None,
     ) -> None:
         self.name = row.name
+        self.installation = installation
+        """This reconciler database's id: the label of the containers created here, and the
+        test of which labelled containers are ours."""
         self.settings = settings or NodeSettings()
         self._row = row
         self._observer = observer
@@ -86,7 +90,7 @@ class Node:
         self._client: docker_api.EngineClient | None = None
         self._monitor: monitor.EventMonitor | None = None
         self._info: domain.EngineInfo | None = None
-        self._cache = containers.ContainerCache(node=row.name)
+        self._cache = containers.ContainerCache(node=row.name, installation=installation)
         self._refreshed = False
         self._last_alive = 0.0
         self._next_full = 0.0

@@ -41,7 +41,6 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from reconciler.domain import (
-    MANAGED_LABEL,
     NAME_LABEL,
     SPEC_HASH_LABEL,
     ContainerId,
@@ -182,7 +181,7 @@ def _survey(
         unmanaged = []
         for c in node.containers:
             labels = c.labels
-            if labels.get(MANAGED_LABEL) == "true":
+            if c.managed:  # labelled, and not by another installation
                 index.setdefault(labels.get(NAME_LABEL), []).append(c)
             else:
                 unmanaged.append(c.name.lstrip("/"))

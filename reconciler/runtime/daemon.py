@@ -45,6 +45,7 @@ RECONCILE_JOB = "reconcile"
 class Daemon:
     def __init__(self, *, store: store_mod.Store, settings: Settings) -> None:
         self.store = store
+        store.outage.announce = True  # a daemon says once that the database went and came back
         """The daemon's store (tests read it; nothing else should need it)."""
         self._settings = settings
         self._stopping = threading.Event()

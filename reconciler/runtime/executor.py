@@ -60,6 +60,12 @@ class NodeHandle(Protocol):
     def client(self) -> EngineAPI: ...
 
     @property
+    def installation(self) -> str | None:
+        """This reconciler database's id, labelled on what is created here (None: unlabelled,
+        as in tests that run without a database)."""
+        ...
+
+    @property
     def suspect(self) -> bool:
         """The node may have stopped answering (a call overdue, or the last one failed): the
         executor does not hold a pass for its actions."""
@@ -337,12 +343,16 @@ def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
     client = handle.client
     match action:
         case planning.Create(name=name, node=node, spec=wanted, spec_hash=hash_, start=start):
-            cid, message = _create(client, wanted, hash_, start=start)
+            cid, message = _create(
+                client, wanted, hash_, start=start, installation=handle.installation
+            )
             _refresh(handle, [cid])
             return _ok(action, _phase(start), node, cid, message)
         case planning.Recreate(node=node, container_id=old, spec=wanted, spec_hash=hash_):
             _stop_and_remove(client, old, timeout=wanted.stop_timeout)
-            cid, _ = _create(client, wanted, hash_, start=action.start)
+            cid, _ = _create(
+                client, wanted, hash_, start=action.start, installation=handle.installation
+            )
             handle.forget_containers([old])
             _refresh(handle, [cid])
             message = f"container {action.name} has been recreated ({action.reason})"
@@ -417,15 +427,21 @@ def _refresh(handle: NodeHandle, ids: list[ContainerId]) -> None:
 
 
 def _create(
-    client: EngineAPI, wanted: ContainerSpec, spec_hash: str, *, start: bool
+    client: EngineAPI,
+    wanted: ContainerSpec,
+    spec_hash: str,
+    *,
+    start: bool,
+    installation: str | None = None,
 ) -> tuple[ContainerId, str]:
-    """Create (and start) ``wanted``; adopt a container of ours that already holds the name."""
-    labels = spec.container_labels(wanted, spec_hash)
+    """Create (and start) ``wanted``; adopt a container of ours that already holds the name
+    (labelled managed, with this desired name, and not by another installation)."""
+    labels = spec.container_labels(wanted, spec_hash, installation=installation)
     try:
         cid = client.create_container(wanted, labels=labels)
         message = f"container {wanted.name} has been created"
     except errors.NameConflict:
-        existing = client.inspect_container(wanted.name)
+        existing = client.inspect_container(wanted.name).seen_by(installation)
         if existing.desired_name != wanted.name:
             raise errors.NameConflict(
                 f"the name {wanted.name} is taken by container {existing.id[:12]}, "

@@ -240,15 +240,22 @@ def spec_hash(spec: domain.ContainerSpec) -> str:
 
 
 def container_labels(
-    spec: domain.ContainerSpec, spec_hash: str, *, node: str | None = None
+    spec: domain.ContainerSpec,
+    spec_hash: str,
+    *,
+    node: str | None = None,
+    installation: str | None = None,
 ) -> dict[str, str]:
-    """The labels for the container: the user's, plus the ones that mark it as ours."""
+    """The labels for the container: the user's, plus the ones that mark it as ours (and, with
+    ``installation``, as this reconciler database's)."""
     labels = dict(spec.labels)
     labels[domain.MANAGED_LABEL] = "true"
     labels[domain.NAME_LABEL] = spec.name
     labels[domain.SPEC_HASH_LABEL] = spec_hash
     if node is not None:
         labels[domain.NODE_LABEL] = node
+    if installation is not None:
+        labels[domain.INSTALLATION_LABEL] = installation
     return labels
 
 

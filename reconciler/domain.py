@@ -8,7 +8,7 @@ All of them are frozen, so a snapshot handed to the planner cannot change under 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NewType
 
@@ -52,6 +52,31 @@ class DesiredState(enum.StrEnum):
     STOPPED = "stopped"
 
 
+class Reschedule(enum.StrEnum):
+    """``desired_containers.reschedule``: what happens to a row whose node is lost."""
+
+    #: Placed on another node that fits once its node has been lost for the grace period.
+    ON_NODE_FAILURE = "on-node-failure"
+    #: Stays where it was (phase ``unknown``) until its node comes back.
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One placement constraint: ``KEY==VALUE`` (``equal``) or ``KEY!=VALUE``.
+
+    ``key`` is ``node.name``, ``node.labels.<k>`` (the user-owned ``nodes.labels``) or
+    ``engine.labels.<k>`` (the labels the engine reports).
+    """
+
+    key: str
+    value: str
+    equal: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.key}{'==' if self.equal else '!='}{self.value}"
+
+
 @dataclass(frozen=True)
 class PortBinding:
     """One published port: ``container_port/protocol`` → ``host_ip:host_port``."""
@@ -72,15 +97,65 @@ class Mount:
     read_only: bool = False
 
 
+class Env(Mapping[str, str]):
+    """A container's environment: a read-only mapping whose ``repr``/``str`` show keys only.
+
+    Env values often hold passwords and tokens. Whatever prints a spec or an action (a log
+    line, ``log.exception("... %s", action)``, an assertion message) goes through this ``repr``,
+    so values never reach a log by accident; code that needs them reads them explicitly
+    (``env[key]``, ``dict(env)``).
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items: dict[str, str] = dict(items or {})
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return dict(self._items) == dict(other) if isinstance(other, Mapping) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return "Env({" + ", ".join(f"{key!r}: '***'" for key in self._items) + "})"
+
+    __str__ = __repr__
+
+
+class PullPolicy(enum.StrEnum):
+    """When the image of a row is pulled onto its node (``desired_containers.pull``)."""
+
+    #: Pull when the node does not have the image (the default).
+    MISSING = "missing"
+    #: Pull before every create, even if the node has the image (a moving tag such as latest).
+    ALWAYS = "always"
+    #: Never pull: the image must already be on the node (placement requires it).
+    NEVER = "never"
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
-    """Everything that shapes a container; its canonical hash decides drift."""
+    """Everything that shapes a container; its canonical hash decides drift.
+
+    ``env`` is always an :class:`Env` (a plain mapping given here is wrapped), so printing a
+    spec never prints env values.
+    """
 
     name: str
     image: str
     command: tuple[str, ...] | None = None
     entrypoint: tuple[str, ...] | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=Env)
     labels: Mapping[str, str] = field(default_factory=dict)
     ports: tuple[PortBinding, ...] = ()
     mounts: tuple[Mount, ...] = ()
@@ -90,6 +165,12 @@ class ContainerSpec:
     user: str | None = None
     workdir: str | None = None
     stop_timeout: int | None = None
+    #: When the image is pulled; not part of the spec hash (changing it recreates nothing).
+    pull: PullPolicy = PullPolicy.MISSING
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.env, Env):
+            object.__setattr__(self, "env", Env(self.env))
 
 
 @dataclass(frozen=True)
@@ -106,6 +187,9 @@ class DesiredContainer:
     spec: ContainerSpec | None
     spec_hash: str | None
     error: str | None = None
+    #: Placement constraints; every one must hold on the node the row is placed on.
+    constraints: tuple[Constraint, ...] = ()
+    reschedule: Reschedule = Reschedule.ON_NODE_FAILURE
 
 
 @dataclass(frozen=True)
@@ -122,6 +206,8 @@ class ObservedContainer:
     status: str | None = None
     exit_code: int | None = None
     created: float | None = None
+    #: Host ports the container holds while running (its port bindings).
+    ports: tuple[PortBinding, ...] = ()
     #: Labelled managed, but by another installation (another reconciler database): to this
     #: one it is unmanaged, like any container it did not create. Set by :meth:`seen_by`.
     foreign: bool = False
@@ -178,6 +264,14 @@ class NodeSnapshot:
     #: The registered node this one duplicates (the same engine reached under a second name:
     #: the same container ids show up under both); the planner then ignores this node.
     duplicate_of: NodeName | None = None
+    #: What the engine reports: its CPUs and memory (None until its info was read) and labels.
+    cpus: int | None = None
+    memory_bytes: int | None = None
+    engine_labels: Mapping[str, str] = field(default_factory=dict)
+    #: ``nodes.drain``: the rows on it are moved to other nodes.
+    drain: bool = False
+    #: Epoch seconds since when the node has been unhealthy (None while it is not).
+    unhealthy_since: float | None = None
 
     def has_image(self, ref: str) -> bool:
         """True when ``ref`` (``repo:tag``, ``repo`` meaning ``repo:latest``, or an id) is here."""
@@ -211,10 +305,13 @@ class NodeRow:
     url: str
     labels: Mapping[str, str] = field(default_factory=dict)
     schedulable: bool = True
+    drain: bool = False
     tls_ca_cert: str | None = None
     tls_client_cert: str | None = None
     tls_client_key: str | None = None
     allow_insecure_tcp: bool = False
+    #: ``nodes.id``: of two rows that reach one engine, the later (higher id) is set aside.
+    row_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,10 @@ def write_health(
     return updated
 
 
+def set_last_error(conn: sa.Connection, *, node: NodeName, message: str | None) -> None:
+    conn.execute(_t.update().where(_t.c.name == node).values(last_error=message))
+
+
 def touch_seen(conn: sa.Connection, *, node: NodeName, at: datetime) -> None:
     """Record that the node answered a full refresh at ``at``."""
     conn.execute(_t.update().where(_t.c.name == node).values(last_seen_at=at))

@@ -46,6 +46,7 @@ def list_nodes(conn: sa.Connection) -> list[NodeRow]:
             _t.c.tls_client_cert,
             _t.c.tls_client_key,
             _t.c.allow_insecure_tcp,
+            _t.c.id,
         ).order_by(_t.c.name)
     )
     return [
@@ -58,6 +59,7 @@ def list_nodes(conn: sa.Connection) -> list[NodeRow]:
             tls_client_cert=r.tls_client_cert,
             tls_client_key=r.tls_client_key,
             allow_insecure_tcp=bool(r.allow_insecure_tcp),
+            row_id=int(r.id),
         )
         for r in rows
     ]

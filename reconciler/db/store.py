@@ -32,6 +32,7 @@ from reconciler.db import (
     changes,
     desired,
     events,
+    leases,
     migrate,
     models,
     node_state,
@@ -56,6 +57,9 @@ NodeListing = nodes.NodeListing
 DesiredWithStatus = desired.DesiredWithStatus
 UpsertResult = desired.UpsertResult
 Watcher = watch_mod.Watcher
+NotLeader = leases.NotLeader
+LeaseToken = leases.LeaseToken
+LeaseState = leases.LeaseState
 #: What the publisher last wrote per node, so the next write is a diff (in memory only).
 ObservedMirror = observed.Mirror
 
@@ -148,6 +152,11 @@ class Store:
         self.sql = sql
         """The database engine, for tests and migrations; the rest of reconciler uses methods."""
         self.outage = Outage()
+        self.fence: Callable[[], LeaseToken | None] | None = None
+        """Set by a daemon: the lease token its controller-owned writes (status, observed rows,
+        node health and facts, events) must hold, checked inside each write's transaction
+        (``NotLeader`` and a rollback otherwise). A function returning None refuses every such
+        write (``reconciler plan``); None (tests, one-shot CLI commands) checks nothing."""
 
     @classmethod
     def open(cls, url: str | None = None) -> Store:
@@ -214,16 +223,20 @@ class Store:
             status.upsert(conn, upserts, now=now)
             status.delete(conn, deletes)
             _record_events(conn, events)
+            self._fenced(conn)
 
     @_reported
     def record_events(self, items: Iterable[Event]) -> None:
         with self.sql.begin() as conn:
             _record_events(conn, items)
+            self._fenced(conn)
 
     @_reported
     def trim_events(self, *, keep: int) -> int:
         with self.sql.begin() as conn:
-            return events.trim(conn, keep=keep)
+            trimmed = events.trim(conn, keep=keep)
+            self._fenced(conn)
+            return trimmed
 
     def watcher(self, *, on_change: Callable[[], None], interval: float) -> Watcher:
         """A thread that calls ``on_change`` soon after someone changes the desired rows."""
@@ -259,11 +272,19 @@ class Store:
                 seen_at=seen_at,
                 event=event,
             )
+            self._fenced(conn)
+
+    @_reported
+    def set_node_error(self, *, node: domain.NodeName, message: str | None) -> None:
+        """Set (or with None clear) a node's ``last_error`` without touching its health."""
+        with self.sql.begin() as conn:
+            node_state.set_last_error(conn, node=node, message=message)
 
     @_reported
     def write_engine_info(self, *, node: domain.NodeName, info: domain.EngineInfo) -> None:
         with self.sql.begin() as conn:
             node_state.write_engine_info(conn, node=node, info=info)
+            self._fenced(conn)
 
     @_reported
     def publish_observed(
@@ -290,11 +311,46 @@ class Store:
                 observed.sync_images(conn, node=node, images=images, now=now)
             if seen:
                 node_state.touch_seen(conn, node=node, at=now)
+            self._fenced(conn)
 
     @_reported
     def drop_observed(self, *, node: domain.NodeName) -> None:
         with self.sql.begin() as conn:
             observed.drop_node(conn, node=node)
+            self._fenced(conn)
+
+    # -- the lease ------------------------------------------------------------------------------
+
+    def _fenced(self, conn: sa.Connection) -> None:
+        if self.fence is not None:
+            leases.check_held(conn, self.fence())
+
+    @_reported
+    def acquire_lease(
+        self,
+        *,
+        identity: str,
+        duration: float,
+        generation: int | None,
+        name: str = leases.CONTROLLER,
+    ) -> LeaseState:
+        """Renew the lease under ``generation`` if still ours, else take it if free or expired
+        (one transaction, the database's clock); a take records a ``BecameLeader`` event."""
+        with self.sql.begin() as conn:
+            return leases.acquire_or_renew(
+                conn, name=name, identity=identity, duration=duration, generation=generation
+            )
+
+    @_reported
+    def release_lease(self, token: LeaseToken) -> bool:
+        """Give the lease up (holder NULL) if ``token`` still holds it."""
+        with self.sql.begin() as conn:
+            return leases.release(conn, token)
+
+    @_reported
+    def lease_holder(self, name: str = leases.CONTROLLER) -> str | None:
+        with self.sql.connect() as conn:
+            return leases.holder(conn, name)
 
     # -- the command line -----------------------------------------------------------------------
 
@@ -366,8 +422,11 @@ __all__ = [
     "DesiredLoad",
     "DesiredWithStatus",
     "Event",
+    "LeaseState",
+    "LeaseToken",
     "NodeExists",
     "NodeListing",
+    "NotLeader",
     "ObservedMirror",
     "Outage",
     "SchemaMismatch",

@@ -20,6 +20,7 @@ next change (the diff is computed against what the table holds).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -80,6 +81,11 @@ class Cluster:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._installation: str | None = None  # read from the store at start
+        self._duplicates_cache: (
+            tuple[tuple[tuple[str, int], ...], dict[domain.NodeName, domain.NodeSnapshot]] | None
+        ) = None
+        #: node set aside → the earlier node it duplicates (as last reported)
+        self._set_aside: dict[domain.NodeName, domain.NodeName] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -117,9 +123,59 @@ class Cluster:
     # -- reading --------------------------------------------------------------------------------
 
     def snapshots(self) -> dict[domain.NodeName, domain.NodeSnapshot]:
+        """Every followed node's picture; a node that reaches the same engine as an earlier
+        row comes back with ``duplicate_of`` set (see :meth:`_set_aside_duplicates`)."""
         with self._lock:
             followed = list(self._nodes.values())
-        return {n.name: n.snapshot() for n in followed}
+        snaps = {n.name: n.snapshot() for n in followed}
+        return self._set_aside_duplicates(snaps, {n.name: n.row.row_id for n in followed})
+
+    def _set_aside_duplicates(
+        self,
+        snaps: dict[domain.NodeName, domain.NodeSnapshot],
+        row_ids: dict[domain.NodeName, int],
+    ) -> dict[domain.NodeName, domain.NodeSnapshot]:
+        """Two node rows that show the same container ids reach one engine (a unix socket and
+        a TCP alias, say): container ids are unique per engine, whereas engine IDs are shared by
+        cloned machines. The later row (higher ``nodes.id``) is set aside: the planner places
+        nothing there and ignores its containers, so nothing is removed or recreated because it
+        shows up twice. Cached by the snapshots' identity, so a quiet fleet pays nothing."""
+        key = tuple((name, id(snap)) for name, snap in snaps.items())
+        if self._duplicates_cache is not None and self._duplicates_cache[0] == key:
+            return dict(self._duplicates_cache[1])
+        owner: dict[domain.ContainerId, domain.NodeName] = {}
+        twins: dict[domain.NodeName, domain.NodeName] = {}
+        for name in sorted(snaps, key=lambda n: (row_ids.get(n, 0), n)):
+            for c in snaps[name].containers:
+                first = owner.setdefault(c.id, name)
+                if first != name:
+                    twins[name] = first
+                    break
+        result = {
+            name: dataclasses.replace(snap, duplicate_of=twins[name]) if name in twins else snap
+            for name, snap in snaps.items()
+        }
+        self._duplicates_cache = (key, result)
+        self._report_duplicates(twins)
+        return dict(result)
+
+    def _duplicate_note(self, node: domain.NodeName) -> str | None:
+        first = self._set_aside.get(node)
+        return None if first is None else _duplicate_message(node, first)
+
+    def _report_duplicates(self, twins: dict[domain.NodeName, domain.NodeName]) -> None:
+        for name, first in twins.items():
+            if self._set_aside.get(name) == first:
+                continue
+            message = _duplicate_message(name, first)
+            log.warning("node %s: %s", name, message)
+            event = store_mod.Event(f"node/{name}", "DuplicateNode", message, "Warning")
+            self._write(functools.partial(self._store.set_node_error, node=name, message=message))
+            self._write(functools.partial(self._store.record_events, [event]))
+        for name in set(self._set_aside) - set(twins):
+            log.info("node %s is no longer a duplicate of node %s", name, self._set_aside[name])
+            self._write(functools.partial(self._store.set_node_error, node=name, message=None))
+        self._set_aside = dict(twins)
 
     def handles(self) -> dict[domain.NodeName, node_mod.Node]:
         """Every followed node; the executor uses ``.client`` and ``.refresh_containers``."""
@@ -224,7 +280,8 @@ class Cluster:
                 node=node,
                 health=state.health,
                 failures=state.failures,
-                last_error=state.last_error,
+                # A node set aside as a duplicate keeps saying so while it is healthy.
+                last_error=state.last_error or self._duplicate_note(node),
                 seen_at=seen,
                 event=event,
             )
@@ -283,3 +340,10 @@ def _ready(snapshot: domain.NodeSnapshot) -> bool:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _duplicate_message(node: domain.NodeName, first: domain.NodeName) -> str:
+    return (
+        f"same engine as node {first} (the same containers show up on both); "
+        f"node {node} is ignored until one of the two rows is removed or changed"
+    )

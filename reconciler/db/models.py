@@ -42,7 +42,16 @@ FALSE = sa.text("false")
 NOW = sa.text("CURRENT_TIMESTAMP")
 
 HEALTH_STATES = ("pending", "healthy", "unhealthy")
-PHASES = ("pending", "running", "stopped", "failed", "unschedulable", "unknown")
+PHASES = ("pending", "running", "stopped", "failed", "unschedulable", "unknown", "completed")
+
+
+def _lifecycle() -> list[sa.Column[object]]:
+    """``restart`` and ``healthcheck`` (revision 0004): on ``desired_containers`` and
+    ``services`` alike."""
+    return [
+        sa.Column("restart", sa.String(16), nullable=False, server_default=sa.text("'always'")),
+        sa.Column("healthcheck", Json, nullable=True),
+    ]
 
 
 def _timestamps() -> list[sa.Column[object]]:
@@ -103,6 +112,7 @@ desired_containers = sa.Table(
     sa.Column("workdir", sa.Text, nullable=True),
     sa.Column("stop_timeout", sa.Integer, nullable=True),
     *_timestamps(),
+    *_lifecycle(),
 )
 
 container_status = sa.Table(
@@ -117,8 +127,13 @@ container_status = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    # -- revision 0004: services and the container lifecycle --
+    sa.Column("service", sa.String(253), nullable=True),
+    sa.Column("health", sa.String(16), nullable=True),
+    sa.Column("restarts", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.CheckConstraint(
-        "phase IN ('pending', 'running', 'stopped', 'failed', 'unschedulable', 'unknown')",
+        "phase IN ('pending', 'running', 'stopped', 'failed', 'unschedulable', 'unknown',"
+        " 'completed')",
         name="phase_known",
     ),
 )
@@ -181,4 +196,62 @@ installation = sa.Table(
     metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+#: A service (revision 0004): ``replicas`` containers ``<name>.<slot>`` of one spec (the spec
+#: columns of ``desired_containers``), rolled to a new spec ``update_parallelism`` at a time.
+services = sa.Table(
+    "services",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(253), nullable=False, unique=True),
+    sa.Column("image", sa.Text, nullable=False),
+    sa.Column("command", Json, nullable=True),
+    sa.Column("entrypoint", Json, nullable=True),
+    sa.Column("env", Json, nullable=False, server_default=EMPTY_OBJECT),
+    sa.Column("labels", Json, nullable=False, server_default=EMPTY_OBJECT),
+    sa.Column("ports", Json, nullable=False, server_default=EMPTY_ARRAY),
+    sa.Column("mounts", Json, nullable=False, server_default=EMPTY_ARRAY),
+    sa.Column("network", sa.Text, nullable=True),
+    sa.Column("cpus", sa.Float, nullable=True),
+    sa.Column("memory_bytes", sa.BigInteger, nullable=True),
+    sa.Column("user", sa.Text, nullable=True),
+    sa.Column("workdir", sa.Text, nullable=True),
+    sa.Column("stop_timeout", sa.Integer, nullable=True),
+    *_lifecycle(),
+    sa.Column("replicas", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("update_parallelism", sa.Integer, nullable=False, server_default=sa.text("1")),
+    sa.Column("update_delay_seconds", sa.Float, nullable=False, server_default=sa.text("0")),
+    sa.Column("update_monitor_seconds", sa.Float, nullable=False, server_default=sa.text("5")),
+    sa.Column(
+        "update_failure_action", sa.String(16), nullable=False, server_default=sa.text("'pause'")
+    ),
+    sa.Column(
+        "update_order", sa.String(16), nullable=False, server_default=sa.text("'stop-first'")
+    ),
+    *_timestamps(),
+)
+
+#: Where each service stands (controller-owned, revision 0004). ``spec`` is the service spec
+#: the controller converges the slots to, ``previous_spec`` the one before it (what a rollback
+#: returns to): kept here so a restarted controller continues an update or a rollback.
+service_status = sa.Table(
+    "service_status",
+    metadata,
+    sa.Column("name", sa.String(253), primary_key=True),
+    sa.Column("replicas_desired", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("replicas_running", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("replicas_updated", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column(
+        "update_state", sa.String(24), nullable=False, server_default=sa.text("'completed'")
+    ),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("spec", Json, nullable=True),
+    sa.Column("previous_spec", Json, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.CheckConstraint(
+        "update_state IN ('completed', 'updating', 'paused', 'rollback_started',"
+        " 'rollback_completed', 'rollback_paused')",
+        name="update_state_known",
+    ),
 )

@@ -95,7 +95,8 @@ def delete(conn: sa.Connection, names: Iterable[str]) -> None:
 
 
 class StatusCache:
-    """The status rows as last written; ``write`` sends only the difference."""
+    """The status rows as last written: ``changes(wanted)`` gives only the difference for
+    ``Store.record_pass`` to write, and ``remember`` learns it once it has committed."""
 
     def __init__(self, rows: Mapping[str, StatusRow]) -> None:
         self._rows = dict(rows)

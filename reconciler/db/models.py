@@ -74,14 +74,8 @@ nodes = sa.Table(
     sa.Column("tls_client_cert", sa.Text, nullable=True),
     sa.Column("tls_client_key", sa.Text, nullable=True),
     sa.Column("allow_insecure_tcp", sa.Boolean, nullable=False, server_default=FALSE),
-    sa.Column("drain", sa.Boolean, nullable=False, server_default=FALSE),
     # -- controller-owned ---------------------------------------------------------------
     sa.Column("health", sa.String(16), nullable=False, server_default=sa.text("'pending'")),
-    sa.Column("unhealthy_since", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("reserved_cpus", sa.Float, nullable=True),
-    sa.Column("reserved_memory_bytes", sa.BigInteger, nullable=True),
-    sa.Column("managed_running", sa.Integer, nullable=True),
-    sa.Column("managed_total", sa.Integer, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default=sa.text("0")),
@@ -117,12 +111,6 @@ desired_containers = sa.Table(
     sa.Column("user", sa.Text, nullable=True),
     sa.Column("workdir", sa.Text, nullable=True),
     sa.Column("stop_timeout", sa.Integer, nullable=True),
-    sa.Column("constraints", Json, nullable=False, server_default=EMPTY_ARRAY),
-    sa.Column(
-        "reschedule", sa.String(32), nullable=False, server_default=sa.text("'on-node-failure'")
-    ),
-    #: missing (pull when the node lacks the image), always, never (revision 0007).
-    sa.Column("pull", sa.String(16), nullable=False, server_default=sa.text("'missing'")),
     *_timestamps(),
     *_lifecycle(),
 )
@@ -189,23 +177,6 @@ events = sa.Table(
     sa.Column("reason", sa.String(64), nullable=False),
     sa.Column("message", sa.Text, nullable=False, server_default=sa.text("''")),
     sa.Index("ix_events_time", "time"),
-)
-
-#: One row per phase change of a ``container_status`` row (controller-owned, revision 0007),
-#: written by the store with the status row and pruned with the events retention.
-status_history = sa.Table(
-    "status_history",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("time", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
-    sa.Column("name", sa.String(253), nullable=False),
-    sa.Column("phase", sa.String(16), nullable=False),
-    sa.Column("previous_phase", sa.String(16), nullable=True),
-    sa.Column("node", sa.String(253), nullable=True),
-    sa.Column("container_id", sa.String(64), nullable=True),
-    sa.Column("message", sa.Text, nullable=True),
-    sa.Index("ix_status_history_name_time", "name", "time"),
-    sa.Index("ix_status_history_time", "time"),
 )
 
 #: One row per watched table; triggers (revision 0002) bump ``generation`` on every change, and

@@ -13,10 +13,12 @@ names the field, and ``dataclasses.replace`` re-validates.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Literal
 
 import pydantic
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 LogFormat = Literal["text", "json"]
 
@@ -29,6 +31,44 @@ NOT_DAEMON_OPTIONS = frozenset({"database_url", "log_format"})
 ENV_PREFIX = "RECONCILER_"
 
 _Positive = Annotated[float, Field(gt=0)]
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*", re.IGNORECASE)
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds in ``text``: ``90``, ``90s``, ``2m``, ``12h``, ``7d`` (ValueError otherwise)."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        found = _DURATION.fullmatch(text)
+        if found is None:
+            raise ValueError(f"must be seconds or a number with s, m, h or d (7d), got {text!r}")
+        seconds = float(found[1]) * _UNITS[found[2].lower()]
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return seconds
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """(host, port) of ``HOST:PORT`` or ``[IPv6]:PORT`` (ValueError otherwise)."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"must look like HOST:PORT (127.0.0.1:9465), got {text!r}")
+    return host, int(port)
+
+
+def _check_address(text: str) -> str:
+    if text:
+        parse_address(text)
+    return text
 
 
 @pydantic.dataclasses.dataclass(
@@ -76,6 +116,13 @@ class Settings:
 
     retry_burst: _Positive = 20.0
     """Retries that may go at once before retries_per_second applies."""
+
+    events_retention: Annotated[str, AfterValidator(_check_duration)] = "7d"
+    """How long events are kept, however few there are: seconds, or a number with s, m, h or d
+    (12h, 7d); 0 keeps them until events_kept trims them."""
+
+    http: Annotated[str, AfterValidator(_check_address)] = "127.0.0.1:9465"
+    """HOST:PORT serving /metrics (Prometheus), /healthz and /readyz; empty serves nothing."""
 
 
 def describe(name: str) -> str:

@@ -5,6 +5,7 @@
 #   busybox-static  a static /bin/busybox for the `busybox:local` image
 #   postgresql      initdb/pg_ctl/psql for the throwaway PostgreSQL
 #   sqlite3, openssl
+#   prometheus      prometheus and promtool: a real server scrapes /metrics in the tests
 set -euo pipefail
 
 missing=()
@@ -23,6 +24,7 @@ static_busybox || missing+=(busybox-static)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

@@ -1,13 +1,15 @@
 """The ``events`` table: a bounded log of what reconciler did and saw.
 
-``record`` appends; ``trim`` keeps the newest ``keep`` rows. Callers pass an open connection so an
-event is written in the same transaction as the change it describes.
+``record`` appends; ``trim`` keeps the newest ``keep`` rows and drops those older than a time;
+``since`` reads them back (``reconciler events``, ``describe``). Callers pass an open connection
+so an event is written in the same transaction as the change it describes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -42,12 +44,64 @@ def record_many(conn: sa.Connection, events: Iterable[Event]) -> None:
         conn.execute(models.events.insert(), rows)
 
 
-def trim(conn: sa.Connection, *, keep: int = DEFAULT_KEEP) -> int:
-    """Delete all but the newest ``keep`` events; return how many rows went."""
+def trim(conn: sa.Connection, *, keep: int = DEFAULT_KEEP, before: datetime | None = None) -> int:
+    """Delete all but the newest ``keep`` events, and (with ``before``, UTC) every event older
+    than ``before``; return how many rows went."""
     table = models.events
+    gone = 0
+    if before is not None:
+        gone += conn.execute(table.delete().where(table.c.time < before)).rowcount
     cutoff = conn.execute(
         sa.select(table.c.id).order_by(table.c.id.desc()).offset(keep).limit(1)
     ).scalar()
     if cutoff is None:
-        return 0
-    return conn.execute(table.delete().where(table.c.id <= cutoff)).rowcount
+        return gone
+    return gone + conn.execute(table.delete().where(table.c.id <= cutoff)).rowcount
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One row of ``events`` as read back."""
+
+    id: int
+    time: datetime
+    type: str
+    object: str
+    reason: str
+    message: str
+
+
+def since(
+    conn: sa.Connection,
+    *,
+    objects: Collection[str] | None = None,
+    after: datetime | None = None,
+    after_id: int | None = None,
+    last: int | None = None,
+) -> list[StoredEvent]:
+    """Events oldest first: those about ``objects`` (all when None), newer than ``after`` (UTC)
+    and with an id above ``after_id``; with ``last``, only the newest ``last`` of them."""
+    table = models.events
+    query = sa.select(table)
+    if objects is not None:
+        query = query.where(table.c.object.in_(list(objects)))
+    if after is not None:
+        query = query.where(table.c.time >= after)
+    if after_id is not None:
+        query = query.where(table.c.id > after_id)
+    if last is not None:
+        query = query.order_by(table.c.id.desc()).limit(last)
+        rows = list(conn.execute(query).mappings())[::-1]
+    else:
+        rows = list(conn.execute(query.order_by(table.c.id)).mappings())
+    return [
+        StoredEvent(
+            id=r["id"],
+            time=r["time"],
+            type=r["type"],
+            object=r["object"],
+            reason=r["reason"],
+            message=r["message"],
+        )
+        for r in rows
+    ]

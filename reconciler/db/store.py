@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -32,6 +32,7 @@ from reconciler.db import (
     changes,
     desired,
     events,
+    inspect,
     leases,
     migrate,
     models,
@@ -57,6 +58,9 @@ NodeListing = nodes.NodeListing
 DesiredWithStatus = desired.DesiredWithStatus
 UpsertResult = desired.UpsertResult
 Watcher = watch_mod.Watcher
+StoredEvent = events.StoredEvent
+RowDetails = inspect.RowDetails
+NodeDetails = inspect.NodeDetails
 NotLeader = leases.NotLeader
 LeaseToken = leases.LeaseToken
 LeaseState = leases.LeaseState
@@ -232,11 +236,21 @@ class Store:
             self._fenced(conn)
 
     @_reported
-    def trim_events(self, *, keep: int) -> int:
+    def trim_events(self, *, keep: int, older_than: float | None = None) -> int:
+        """Keep the newest ``keep`` events and none older than ``older_than`` seconds."""
+        before = None
+        if older_than is not None:
+            before = datetime.now(UTC) - timedelta(seconds=older_than)
         with self.sql.begin() as conn:
-            trimmed = events.trim(conn, keep=keep)
+            trimmed = events.trim(conn, keep=keep, before=before)
             self._fenced(conn)
             return trimmed
+
+    @_reported
+    def ping(self) -> None:
+        """Return when the database answers (``/readyz``); raise ``DatabaseError`` otherwise."""
+        with self.sql.connect() as conn:
+            inspect.ping(conn)
 
     def watcher(self, *, on_change: Callable[[], None], interval: float) -> Watcher:
         """A thread that calls ``on_change`` soon after someone changes the desired rows."""
@@ -395,6 +409,39 @@ class Store:
     def list_desired_with_status(self, name: str | None = None) -> list[DesiredWithStatus]:
         with self.sql.connect() as conn:
             return desired.list_with_status(conn, name)
+
+    @_reported
+    def describe_row(self, name: str) -> RowDetails | None:
+        """Everything known about desired row ``name`` (``reconciler describe``)."""
+        with self.sql.connect() as conn:
+            return inspect.row(conn, name)
+
+    @_reported
+    def describe_node(self, name: str) -> NodeDetails | None:
+        """Everything known about node ``name`` (``reconciler describe node``)."""
+        with self.sql.connect() as conn:
+            return inspect.node(conn, name)
+
+    @_reported
+    def list_events(
+        self,
+        *,
+        objects: Collection[str] | None = None,
+        since: float | None = None,
+        after_id: int | None = None,
+        last: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events oldest first: about ``objects`` (all when None), from the last ``since``
+        seconds, with an id above ``after_id``; with ``last``, the newest ``last`` only."""
+        after = None if since is None else datetime.now(UTC) - timedelta(seconds=since)
+        with self.sql.connect() as conn:
+            return events.since(conn, objects=objects, after=after, after_id=after_id, last=last)
+
+    @_reported
+    def status_of(self, names: Sequence[str]) -> dict[str, DesiredWithStatus]:
+        """The rows called ``names`` with their status (``apply --wait``)."""
+        with self.sql.connect() as conn:
+            return inspect.status_of(conn, list(names))
 
     @_reported
     def delete_desired(self, names: Collection[str]) -> list[str]:

@@ -19,6 +19,7 @@ backoff, blocked rows, removals) is written at the end of the pass.
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import time
@@ -89,6 +90,11 @@ class Controller:
 
     def close(self) -> None:
         self._executor.close()
+
+    def phase_counts(self) -> dict[str, int]:
+        """Rows per phase in the status rows last recorded (call it from the pass's thread)."""
+        rows = self._status.rows().values() if self._status is not None else ()
+        return dict(collections.Counter(str(row.phase) for row in rows))
 
     def plan(self) -> planning.Plan:
         """The plan a pass would carry out now; changes nothing."""

@@ -31,8 +31,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from reconciler import planning
 from reconciler.db import store as store_mod
 from reconciler.nodes import cluster as cluster_mod
-from reconciler.runtime import controller
-from reconciler.settings import Settings
+from reconciler.runtime import controller, endpoints, metrics
+from reconciler.settings import Settings, parse_duration
 
 log = logging.getLogger(__name__)
 # APScheduler warns each time an interval tick finds the previous pass still running; with
@@ -51,13 +51,24 @@ class Daemon:
         self._stopping = threading.Event()
         self._dirty = threading.Event()
         self._in_pass = threading.Event()
-        self.cluster = cluster_mod.Cluster(store=store, settings=settings, on_change=self.wake)
+        self.cluster = cluster_mod.Cluster(
+            store=store, settings=settings, on_change=lambda: self.wake("node")
+        )
         self.controller = controller.Controller(
             store=store, cluster=self.cluster, settings=settings
         )
         self._scheduler = BackgroundScheduler(timezone=dt.UTC)
-        self._watcher = store.watcher(on_change=self.wake, interval=settings.watch_interval)
+        self._watcher = store.watcher(
+            on_change=lambda: self.wake("desired"), interval=settings.watch_interval
+        )
         self.passes = 0
+        self.metrics = metrics.Metrics(
+            # Without leases (issue 12) a lone daemon always acts: 1.
+            metrics.Sources(nodes=self.cluster.handles, leader=lambda: self._leads())
+        )
+        self._endpoints: endpoints.Server | None = None
+        self._last_pass_at = time.monotonic()  # the start counts as a tick for /healthz
+        self._last_pass_error: str | None = "no pass has finished yet"
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -66,6 +77,8 @@ class Daemon:
         self.store.require_head()
         self._install_signal_handlers()
         log.info("reconciler starting (interval %.1fs)", self._settings.reconcile_interval)
+        self._last_pass_at = time.monotonic()
+        self._serve_endpoints()
         self.cluster.start()
         # Give every node one chance to be refreshed before the first pass, so a batch of rows
         # waiting at start-up spreads over all nodes instead of the first one to answer.
@@ -80,7 +93,13 @@ class Daemon:
             coalesce=True,
             next_run_time=dt.datetime.now(dt.UTC),
         )
-        self._scheduler.add_job(self._trim_events, "interval", seconds=60, id="trim-events")
+        self._scheduler.add_job(
+            self._trim_events,
+            "interval",
+            seconds=60,
+            id="trim-events",
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
         self._scheduler.start()
         try:
             while not self._stopping.wait(0.5):
@@ -113,8 +132,10 @@ class Daemon:
     def stop(self) -> None:
         self._stopping.set()
 
-    def wake(self) -> None:
-        """Bring the next pass forward (called from monitor and watcher threads)."""
+    def wake(self, source: str = "other") -> None:
+        """Bring the next pass forward (called from monitor and watcher threads); ``source``
+        (``node``, ``desired``) labels ``reconciler_wakeups_total``."""
+        self.metrics.woke(source)
         self._dirty.set()
         if self._stopping.is_set() or self._in_pass.is_set():
             return  # the running pass sees _dirty and runs again
@@ -132,25 +153,81 @@ class Daemon:
             self._in_pass.set()
             self._dirty.clear()
             try:
-                self.controller.reconcile()
-            except store_mod.DatabaseError:
+                result = self.controller.reconcile()
+            except store_mod.DatabaseError as e:
                 # The store logged "database unreachable" once; the next pass retries.
                 log.debug("reconcile pass failed on the database", exc_info=True)
-            except Exception:
+                self._last_pass_error = f"the last pass failed: {store_mod.reason(e)}"
+            except Exception as e:
                 log.exception("reconcile pass failed; the next one retries")
+                self._last_pass_error = f"the last pass failed: {type(e).__name__}: {e}"
+            else:
+                self._last_pass_error = None
+                self.metrics.observe_pass(
+                    seconds=result.seconds,
+                    outcomes=result.outcomes,
+                    phases=self.controller.phase_counts(),
+                )
             finally:
                 self.passes += 1
+                self._last_pass_at = time.monotonic()
                 self._in_pass.clear()
             if not self._dirty.is_set():
                 return
 
     def _trim_events(self) -> None:
         try:
-            trimmed = self.store.trim_events(keep=self._settings.events_kept)
+            trimmed = self.store.trim_events(
+                keep=self._settings.events_kept,
+                older_than=parse_duration(self._settings.events_retention) or None,
+            )
         except store_mod.DatabaseError:
             return  # reported by the store; the next run trims
         if trimmed:
             log.debug("trimmed %d old events", trimmed)
+
+    # -- HTTP endpoints ---------------------------------------------------------------------
+
+    def _leads(self) -> bool:
+        return bool(getattr(self, "is_leader", True))
+
+    @property
+    def http_address(self) -> str | None:
+        """``host:port`` serving /metrics, /healthz and /readyz, or None."""
+        return self._endpoints.address if self._endpoints is not None else None
+
+    def _serve_endpoints(self) -> None:
+        if not self._settings.http:
+            return
+        server = endpoints.Server(
+            address=self._settings.http, metrics=self.metrics, live=self._live, ready=self._ready
+        )
+        try:
+            server.start()
+        except OSError as e:
+            # Metrics are not worth refusing to converge the fleet: say so and go on.
+            log.warning("cannot serve /metrics on %s: %s; going on without", self._settings.http, e)
+            return
+        self._endpoints = server
+        log.info("serving /metrics, /healthz and /readyz on http://%s", server.address)
+
+    def _live(self) -> tuple[bool, str]:
+        """/healthz: a pass finished (or the daemon started) within 3 intervals."""
+        limit = 3 * self._settings.reconcile_interval
+        age = time.monotonic() - self._last_pass_at
+        if age > limit:
+            return False, f"no pass has finished for {age:.1f}s (more than 3 intervals, {limit:g}s)"
+        return True, f"ok: the last pass finished {age:.1f}s ago"
+
+    def _ready(self) -> tuple[bool, str]:
+        """/readyz: the database answers and the last pass succeeded."""
+        try:
+            self.store.ping()
+        except store_mod.DatabaseError as e:
+            return False, f"database unreachable: {store_mod.reason(e)}"
+        if self._last_pass_error is not None:
+            return False, self._last_pass_error
+        return True, "ok"
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -171,4 +248,6 @@ class Daemon:
         self.controller.close()  # drops queued actions, waits for in-flight Docker calls
         self._scheduler.shutdown(wait=True)  # the running pass records what it did
         self.cluster.stop()
+        if self._endpoints is not None:
+            self._endpoints.stop()
         log.info("reconciler stopped in %.1fs", time.monotonic() - started)

@@ -23,7 +23,7 @@ import yaml
 
 from reconciler import __version__, docker_api, domain, errors, spec
 from reconciler import settings as settings_mod
-from reconciler.cli import logs, options, output
+from reconciler.cli import logs, options, output, wait
 from reconciler.db import migrate
 from reconciler.db import store as store_mod
 from reconciler.spec import model as spec_model
@@ -332,9 +332,21 @@ def _check_nodes(
     "-f", "--filename", "stream", type=click.File("r"), required=True, help="YAML list, or -."
 )
 @click.option("--prune", is_flag=True, help="Also delete desired rows absent from the file.")
+@click.option(
+    "--wait", "wait_", is_flag=True,
+    help="Then show progress until every applied row runs; exit 1 if one fails or time runs out.",
+)  # fmt: skip
+@click.option(
+    "--timeout", default="60", show_default=True, metavar="DURATION",
+    help="How long --wait waits: seconds, or 60s, 2m.",
+)  # fmt: skip
 @click.pass_context
-def apply(ctx: click.Context, stream: IO[str], prune: bool) -> None:
+def apply(ctx: click.Context, stream: IO[str], prune: bool, wait_: bool, timeout: str) -> None:
     """Create or update desired containers from a YAML list, in one transaction."""
+    try:
+        seconds = settings_mod.parse_duration(timeout)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--timeout") from None
     store = _store(ctx)
     items = _read_desired(stream)
     result, pruned = store.apply_desired(
@@ -353,6 +365,22 @@ def apply(ctx: click.Context, stream: IO[str], prune: bool) -> None:
         f"created {len(result.created)}, updated {len(result.updated)}, "
         f"unchanged {len(result.unchanged)}, pruned {len(pruned)}"
     )
+    if wait_:
+        _wait_until_running(store, items, seconds=seconds, timeout=timeout)
+
+
+def _wait_until_running(
+    store: store_mod.Store, items: list[domain.DesiredContainer], *, seconds: float, timeout: str
+) -> None:
+    outcome = wait.wait(store, items, timeout=seconds)
+    if outcome.ok:
+        click.echo(f"{len(outcome.done)} row(s) ready")
+        return
+    problems = [f"{name} failed: {message}" for name, message in outcome.failed]
+    if outcome.waiting and not outcome.failed:
+        problems.insert(0, f"timed out after {timeout}; not ready:")
+    problems += [f"{name} is {state}" for name, state in outcome.waiting]
+    raise click.ClickException("\n".join(problems))
 
 
 @main.command()

@@ -128,10 +128,31 @@ def ping(conn: sa.Connection) -> None:
     conn.execute(sa.text("SELECT 1")).scalar()
 
 
-def status_of(conn: sa.Connection, names: list[str]) -> dict[str, desired.DesiredWithStatus]:
-    """``reconciler get``'s view of the rows called ``names`` (those that exist)."""
-    wanted = set(names)
-    return {d.name: d for d in desired.list_with_status(conn) if d.name in wanted}
+@dataclass(frozen=True)
+class Progress:
+    """Where one row stands, for ``apply --wait``."""
+
+    name: str
+    phase: str | None
+    node: str | None
+    message: str | None
+    #: The spec hash the status row was written for (None before any).
+    spec_hash: str | None
 
 
-__all__ = ["NodeDetails", "RowDetails", "node", "ping", "row", "status_of"]
+def status_of(conn: sa.Connection, names: list[str]) -> dict[str, Progress]:
+    """The status rows of ``names`` (those that have one)."""
+    s = models.container_status
+    found: dict[str, Progress] = {}
+    for start in range(0, len(names), 500):  # bounded IN lists
+        chunk = names[start : start + 500]
+        for r in conn.execute(
+            sa.select(s.c.name, s.c.phase, s.c.node, s.c.message, s.c.spec_hash).where(
+                s.c.name.in_(chunk)
+            )
+        ):
+            found[r.name] = Progress(r.name, r.phase, r.node, r.message, r.spec_hash)
+    return found
+
+
+__all__ = ["NodeDetails", "Progress", "RowDetails", "node", "ping", "row", "status_of"]

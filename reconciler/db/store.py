@@ -61,6 +61,7 @@ Watcher = watch_mod.Watcher
 StoredEvent = events.StoredEvent
 RowDetails = inspect.RowDetails
 NodeDetails = inspect.NodeDetails
+Progress = inspect.Progress
 NotLeader = leases.NotLeader
 LeaseToken = leases.LeaseToken
 LeaseState = leases.LeaseState
@@ -438,8 +439,8 @@ class Store:
             return events.since(conn, objects=objects, after=after, after_id=after_id, last=last)
 
     @_reported
-    def status_of(self, names: Sequence[str]) -> dict[str, DesiredWithStatus]:
-        """The rows called ``names`` with their status (``apply --wait``)."""
+    def status_of(self, names: Sequence[str]) -> dict[str, Progress]:
+        """The status rows of ``names``, those that have one (``apply --wait``)."""
         with self.sql.connect() as conn:
             return inspect.status_of(conn, list(names))
 

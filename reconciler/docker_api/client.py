@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import types as pytypes
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +48,7 @@ START_CONTAINER = "POST /containers/{id}/start"
 REMOVE_CONTAINER = "DELETE /containers/{id}"
 PING = "GET /_ping"
 EVENTS = "GET /events"
+LOGS = "GET /containers/{id}/logs"
 
 #: Event types the monitor subscribes to; the rest (network, volume, daemon…) change nothing
 #: that reconciler observes.
@@ -467,6 +468,42 @@ class EngineClient:
             self._api._raise_for_status(response)
         return EventStream(api=self._api, response=response, node=self.node, url=self.url)
 
+    def logs(
+        self, container_id: str, *, follow: bool = False, tail: int | None = None
+    ) -> Generator[bytes, None, None]:
+        """A container's stdout and stderr as the engine sends them (the last ``tail`` lines,
+        or all), stream frames demultiplexed; close the iterator to stop early.
+
+        The request is bounded by the client's timeout. Without ``follow`` every read is too;
+        with it, reads wait for output as long as the container runs, and the iteration ends
+        when it stops. :class:`errors.ContainerNotFound` when the container is gone.
+        """
+        doing = f"read the logs of container {container_id[:12]}"
+        with self._translate(doing, subject=container_id):
+            tty = bool((self._api.inspect_container(container_id).get("Config") or {}).get("Tty"))
+            response = self._api._get(
+                self._api._url("/containers/{0}/logs", container_id),
+                params={
+                    "stdout": 1,
+                    "stderr": 1,
+                    "follow": int(follow),
+                    "tail": "all" if tail is None else str(tail),
+                },
+                stream=True,
+                timeout=(self.timeout, None if follow else self.timeout),
+            )
+            self._api._raise_for_status(response)
+
+        def chunks() -> Generator[bytes, None, None]:
+            try:
+                yield from _raw_chunks(response.raw) if tty else _log_frames(response.raw)
+            except Exception as e:
+                raise classify(e, node=self.node, doing=f"{doing} on {self.url}") from e
+            finally:
+                response.close()
+
+        return chunks()
+
     def close(self) -> None:
         """Close pooled connections and remove materialised TLS files. Idempotent."""
         with contextlib.suppress(Exception):
@@ -564,3 +601,20 @@ def _http_date(value: str | None) -> float | None:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+def _log_frames(raw: Any) -> Iterator[bytes]:
+    """The payloads of a non-TTY log stream: frames of an 8-byte header (stream, size)."""
+    while True:
+        header = raw.read(8)
+        if len(header) < 8:
+            return
+        payload = raw.read(int.from_bytes(header[4:8], "big"))
+        if payload:
+            yield payload
+
+
+def _raw_chunks(raw: Any) -> Iterator[bytes]:
+    """A TTY container's log stream: plain bytes, as they come."""
+    while chunk := raw.read1(4096) if hasattr(raw, "read1") else raw.read(4096):
+        yield chunk

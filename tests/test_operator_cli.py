@@ -203,7 +203,9 @@ def test_apply_wait_fails_with_the_rows_message(engines, sqlite_url, tmp_path):
             tmp_path,
             [
                 {"name": "good", "image": "busybox:local", "command": SLEEP, "stop_timeout": 1},
-                {"name": "bad", "image": "no-such-image:never", "command": SLEEP},
+                # A registry on a closed loopback port: a pull (where pulls exist) is refused
+                # at once, and nothing leaves the machine.
+                {"name": "bad", "image": "127.0.0.1:1/no-such-image:never", "command": SLEEP},
             ],
         )
         result = invoke("apply", "-f", rows, "--wait", "--timeout", "60s")

@@ -98,6 +98,8 @@ def wait(
             if time.monotonic() >= deadline:
                 break
             time.sleep(POLL_INTERVAL)
+    if not console.is_terminal:
+        console.line()  # the last table, then what comes next on a line of its own
     by_name = {item.name: item for item in items}
     failed, waiting, done = [], [], []
     for name, state in states.items():

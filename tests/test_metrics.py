@@ -146,7 +146,11 @@ def test_prometheus_scrapes_the_daemon_and_reads_the_series_back(engines, sqlite
             reconnects = prom.query("reconciler_event_stream_reconnects_total")
             assert sorted(labels["node"] for labels, _ in reconnects) == ["n1", "n2", "n3"]
 
-            # A node going away shows as 0 on the next scrape.
+            # A node going away shows as 0 on the next scrape; back, it has reconnected (a new
+            # client and event stream) and its request counter went on from where it was.
+            requests_n3 = 'sum(reconciler_engine_requests_total{node="n3"})'
+            before = value(requests_n3)
+            assert before is not None and before > 0
             engines[2].pause()
             try:
                 wait_for(
@@ -156,6 +160,19 @@ def test_prometheus_scrapes_the_daemon_and_reads_the_series_back(engines, sqlite
                 )
             finally:
                 engines[2].resume()
+            wait_for(
+                lambda: (
+                    value('reconciler_node_healthy{node="n3"}') == 1.0
+                    and (value('reconciler_event_stream_reconnects_total{node="n3"}') or 0) >= 1
+                ),
+                timeout=60,
+                message="n3 healthy again, its stream reopened, as scraped",
+            )
+            after = value(requests_n3)
+            assert after is not None and after > before
+            assert value("sum(resets(reconciler_engine_requests_total[5m]))") == 0.0
+            linted = check_metrics(get(d.http_address, "/metrics")[1].encode())
+            assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
 # -- /healthz and /readyz ----------------------------------------------------------------------
@@ -240,6 +257,23 @@ def test_a_taken_port_does_not_stop_the_daemon(sqlite_url, caplog):
             d.stop()
             thread.join(timeout=30)
             d.store.close()
+
+
+def test_counts_of_a_replaced_client_are_kept():
+    class Client:
+        def __init__(self) -> None:
+            self.calls = {"GET /containers/json": 0}
+
+    tracked = metrics._Tracked()
+    first = Client()
+    first.calls["GET /containers/json"] = 5
+    tracked.update(first, metrics._calls)
+    first.calls["GET /containers/json"] = 7  # counted after the last scrape, then replaced
+    tracked.update(None, metrics._calls)  # disconnected
+    second = Client()
+    second.calls["GET /containers/json"] = 2
+    tracked.update(second, metrics._calls)
+    assert tracked.total == {"GET /containers/json": 9.0}
 
 
 def test_http_empty_serves_nothing(sqlite_url):

@@ -93,6 +93,35 @@ def test_events_for_and_since(sqlite_url):
     store.close()
 
 
+def test_events_follow_prints_new_events_until_interrupted(sqlite_url):
+    migrate.upgrade(sqlite_url)
+    store = Store.open(sqlite_url)
+    add_events(store, ("container/a", "Created", "before following", 0))
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--database-url", sqlite_url, "events", "--for",
+         "a", "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        assert "before following" in follow.stdout.readline()
+        add_events(store, ("container/b", "Created", "someone else's", 0))
+        add_events(store, ("container/a", "Started", "while following", 0))
+        line = follow.stdout.readline()  # blocks until the follower prints it
+        assert "while following" in line and "Started" in line
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(timeout=15) == 0
+        assert "someone else's" not in follow.stdout.read()
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait(timeout=10)
+        store.close()
+
+
 @pytest.mark.parametrize("db", ["sqlite_url", pytest.param("pg_url", marks=pytest.mark.postgres)])
 def test_events_are_trimmed_by_age_as_well_as_count(db, request):
     url = request.getfixturevalue(db)

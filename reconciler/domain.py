@@ -23,6 +23,9 @@ SPEC_HASH_LABEL = "reconciler.spec-hash"
 NODE_LABEL = "reconciler.node"
 #: The id of the reconciler database (``installation`` table) that created the container.
 INSTALLATION_LABEL = "reconciler.installation"
+#: On a service's containers: the service's name and the slot (1 … replicas).
+SERVICE_LABEL = "reconciler.service"
+SLOT_LABEL = "reconciler.slot"
 
 
 class Health(enum.StrEnum):
@@ -45,6 +48,8 @@ class Phase(enum.StrEnum):
     FAILED = "failed"
     UNSCHEDULABLE = "unschedulable"
     UNKNOWN = "unknown"
+    #: Exited with code 0 and not restarted (``restart`` is ``never`` or ``on-failure``).
+    COMPLETED = "completed"
 
 
 class DesiredState(enum.StrEnum):
@@ -75,6 +80,28 @@ class Constraint:
 
     def __str__(self) -> str:
         return f"{self.key}{'==' if self.equal else '!='}{self.value}"
+
+
+class RestartPolicy(enum.StrEnum):
+    """``restart`` of a desired row or service: when an exited container is started again."""
+
+    #: Always, after an exponential back-off (1 s doubling to 60 s): a crash loop waits.
+    ALWAYS = "always"
+    #: Only after a non-zero exit (with the same back-off); exit 0 is phase ``completed``.
+    ON_FAILURE = "on-failure"
+    #: Never: phase ``completed`` (exit 0) or ``failed`` with the exit code.
+    NEVER = "never"
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    """``healthcheck``: passed to Docker at create; durations in seconds (None: Docker's)."""
+
+    test: tuple[str, ...]
+    interval_seconds: float | None = None
+    timeout_seconds: float | None = None
+    retries: int | None = None
+    start_period_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +192,15 @@ class ContainerSpec:
     user: str | None = None
     workdir: str | None = None
     stop_timeout: int | None = None
+    #: Reconciler's own restart policy (Docker's stays "no"); not part of the spec hash.
+    restart: RestartPolicy = RestartPolicy.ALWAYS
+    healthcheck: Healthcheck | None = None
+    #: A service slot's service and slot number (labels; not part of the spec hash).
+    service: str | None = None
+    slot: int | None = None
+    #: The Docker name to create the container under when it is not ``name`` (a start-first
+    #: update's temporary name); ``reconciler.name`` stays ``name``. Not part of the hash.
+    container_name: str | None = None
     #: When the image is pulled; not part of the spec hash (changing it recreates nothing).
     pull: PullPolicy = PullPolicy.MISSING
 
@@ -206,6 +242,8 @@ class ObservedContainer:
     status: str | None = None
     exit_code: int | None = None
     created: float | None = None
+    #: The health check's verdict (``starting``, ``healthy``, ``unhealthy``); None without one.
+    health: str | None = None
     #: Host ports the container holds while running (its port bindings).
     ports: tuple[PortBinding, ...] = ()
     #: Labelled managed, but by another installation (another reconciler database): to this
@@ -333,3 +371,75 @@ class StatusRow:
     failures: int = 0
     #: Epoch seconds before which the row is not retried; None when it is not backing off.
     next_attempt_at: float | None = None
+    #: The service of a slot row (None for a plain row).
+    service: str | None = None
+    #: The container's health check verdict, if it has one.
+    health: str | None = None
+    #: Restarts of a crash-looping (or unhealthy) container since the spec last changed.
+    restarts: int = 0
+
+
+class UpdateFailureAction(enum.StrEnum):
+    PAUSE = "pause"
+    CONTINUE = "continue"
+    ROLLBACK = "rollback"
+
+
+class UpdateOrder(enum.StrEnum):
+    STOP_FIRST = "stop-first"
+    START_FIRST = "start-first"
+
+
+class UpdateState(enum.StrEnum):
+    """``service_status.update_state``."""
+
+    COMPLETED = "completed"  #: also before any update
+    UPDATING = "updating"
+    PAUSED = "paused"
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_COMPLETED = "rollback_completed"
+    ROLLBACK_PAUSED = "rollback_paused"
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How a service rolls to a new spec (swarm mode's defaults)."""
+
+    parallelism: int = 1  #: slots at a time; 0 = all at once
+    delay_seconds: float = 0.0
+    monitor_seconds: float = 5.0
+    failure_action: UpdateFailureAction = UpdateFailureAction.PAUSE
+    order: UpdateOrder = UpdateOrder.STOP_FIRST
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    """One ``services`` row, validated; ``spec`` is None exactly when it is malformed.
+
+    ``spec.name`` is the service's name; ``source`` is the validated row as JSON-ready values
+    (what ``service_status.spec`` keeps to rebuild it after a restart).
+    """
+
+    name: str
+    spec: ContainerSpec | None
+    spec_hash: str | None
+    replicas: int = 1
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    source: Mapping[str, object] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One ``service_status`` row: where a service stands and which specs it rolls between."""
+
+    name: str
+    update_state: UpdateState = UpdateState.COMPLETED
+    replicas_desired: int = 0
+    replicas_running: int = 0
+    replicas_updated: int = 0
+    message: str = ""
+    #: The spec the slots converge to (a rollback's target is the old spec).
+    spec: ServiceDef | None = None
+    #: The spec before it: what a rollback returns to (or, in a rollback, what it left).
+    previous: ServiceDef | None = None

@@ -101,6 +101,14 @@ class ScriptedEngine:
             raise errors.ContainerNotFound(f"No such container: {container_id}", status=404)
         del self.containers[found.id]
 
+    def rename(self, container_id: str, name: str) -> None:
+        found = self._by_name_or_id(container_id)
+        if found is None:
+            raise errors.ContainerNotFound(f"No such container: {container_id}", status=404)
+        if self._by_name_or_id(name) is not None:
+            raise errors.NameConflict(f"name {name} taken", node=self.node, status=409)
+        self.containers[found.id] = replace(found, name=f"/{name}")
+
     def by_name(self) -> dict[str, list[ObservedContainer]]:
         named: dict[str, list[ObservedContainer]] = {}
         for c in self.containers.values():

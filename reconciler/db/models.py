@@ -256,9 +256,7 @@ service_status = sa.Table(
     sa.Column("replicas_desired", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("replicas_running", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("replicas_updated", sa.Integer, nullable=False, server_default=sa.text("0")),
-    sa.Column(
-        "update_state", sa.String(24), nullable=False, server_default=sa.text("'completed'")
-    ),
+    sa.Column("update_state", sa.String(24), nullable=False, server_default=sa.text("'completed'")),
     sa.Column("message", sa.Text, nullable=True),
     sa.Column("spec", Json, nullable=True),
     sa.Column("previous_spec", Json, nullable=True),

@@ -49,6 +49,9 @@ def load(conn: sa.Connection) -> dict[str, StatusRow]:
             spec_hash=r["spec_hash"],
             failures=r["failures"],
             next_attempt_at=_epoch(r["next_attempt_at"]),
+            service=r["service"],
+            health=r["health"],
+            restarts=r["restarts"],
         )
         for r in rows
     }
@@ -74,6 +77,9 @@ def upsert(conn: sa.Connection, rows: Iterable[StatusRow], *, now: float) -> Non
             "spec_hash": r.spec_hash,
             "failures": r.failures,
             "next_attempt_at": _datetime(r.next_attempt_at),
+            "service": r.service,
+            "health": r.health,
+            "restarts": r.restarts,
             "updated_at": _datetime(now),
         }
         for r in rows

@@ -42,6 +42,7 @@ from reconciler.db import (
     status,
 )
 from reconciler.db import engine as db_engine
+from reconciler.db import services as services_db
 from reconciler.db import watch as watch_mod
 
 #: Raised by every method when the database cannot be reached or refuses a statement
@@ -453,6 +454,35 @@ class Store:
             if not missing:
                 desired.delete(conn, names)
         return missing
+
+    # -- services ---------------------------------------------------------------------------------
+
+    @_reported
+    def load_services(self) -> tuple[list[domain.ServiceDef], dict[str, domain.ServiceState]]:
+        """The ``services`` rows, validated, and the ``service_status`` rows, in one read."""
+        with self.sql.connect() as conn:
+            return services_db.load(conn), services_db.load_status(conn)
+
+    @_reported
+    def write_service_status(
+        self,
+        *,
+        upserts: Sequence[domain.ServiceState],
+        deletes: Collection[str],
+        now: float,
+    ) -> None:
+        with self.sql.begin() as conn:
+            services_db.write_status(conn, upserts, deletes, now=now)
+
+    @_reported
+    def apply_services(
+        self, items: Sequence[domain.ServiceDef], *, prune: bool
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Upsert services (with ``prune``, delete the others): (created, updated, pruned)."""
+        with self.sql.begin() as conn:
+            created, updated = services_db.upsert(conn, items)
+            pruned = services_db.prune(conn, keep={i.name for i in items}) if prune else []
+        return created, updated, pruned
 
 
 def _record_events(conn: sa.Connection, items: Iterable[Event]) -> None:

@@ -448,6 +448,10 @@ class EngineClient:
         with self._translate(f"remove container {container_id[:12]}", subject=container_id):
             self._api.remove_container(container_id, force=force)
 
+    def rename(self, container_id: str, name: str) -> None:
+        with self._translate(f"rename container {container_id[:12]}", subject=container_id):
+            self._api.rename(container_id, name)
+
     def events(self, *, since: float | None, idle_timeout: float | None) -> EventStream:
         """Subscribe to container and image events from ``since`` (engine clock, inclusive).
 

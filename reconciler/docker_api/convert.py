@@ -116,6 +116,7 @@ def observed(raw: Mapping[str, Any], *, node: domain.NodeName) -> domain.Observe
         status=status_text(state),
         exit_code=state.get("ExitCode"),
         created=epoch(raw.get("Created")),
+        health=(state.get("Health") or {}).get("Status") or None,
     )
 
 
@@ -170,7 +171,7 @@ def create_args(api: Any, spec: domain.ContainerSpec, labels: Mapping[str, str])
     )
     return {
         "image": spec.image,
-        "name": spec.name,
+        "name": spec.container_name or spec.name,
         "command": list(spec.command) if spec.command is not None else None,
         "entrypoint": list(spec.entrypoint) if spec.entrypoint is not None else None,
         "environment": dict(spec.env) or None,
@@ -179,5 +180,24 @@ def create_args(api: Any, spec: domain.ContainerSpec, labels: Mapping[str, str])
         "user": spec.user,
         "working_dir": spec.workdir,
         "stop_timeout": spec.stop_timeout,
+        "healthcheck": _healthcheck(spec.healthcheck),
         "host_config": host_config,
     }
+
+
+def _healthcheck(check: domain.Healthcheck | None) -> dict[str, Any] | None:
+    """Docker's ``Healthcheck`` object (durations in nanoseconds); None keeps the image's."""
+    if check is None:
+        return None
+
+    def ns(seconds: float | None) -> int | None:
+        return None if seconds is None else round(seconds * 1e9)
+
+    found = {
+        "test": list(check.test),
+        "interval": ns(check.interval_seconds),
+        "timeout": ns(check.timeout_seconds),
+        "retries": check.retries,
+        "start_period": ns(check.start_period_seconds),
+    }
+    return {key: value for key, value in found.items() if value is not None}

@@ -44,3 +44,7 @@ class EngineAPI(Protocol):
     def remove(self, container_id: str, *, force: bool = True) -> None:
         """Remove (``force``: even if running); :class:`errors.ContainerNotFound` if gone."""
         ...
+
+    def rename(self, container_id: str, name: str) -> None:
+        """Give the container the Docker name ``name``; :class:`errors.NameConflict` if taken."""
+        ...

@@ -28,6 +28,7 @@ class RecreateReason(enum.StrEnum):
     SPEC_CHANGED = "spec-changed"  #: the reconciler.spec-hash label differs from the row's hash
     STALE_TASK = "stale-task"  #: the caller marked it ("task … already exists" on start)
     DEAD = "dead"  #: Docker reports it dead; it can be neither started nor stopped
+    UNHEALTHY = "unhealthy"  #: its health check says unhealthy (replaced after a back-off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,18 @@ class Blocked:
     container_id: ContainerId | None = None
 
 
-Action = Create | Start | Stop | Remove | Recreate | Blocked
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """Give ``name``'s container the Docker name ``to``: a start-first update's new container,
+    created under a temporary name, once the old container is gone."""
+
+    name: str
+    node: NodeName
+    container_id: ContainerId
+    to: str
+
+
+Action = Create | Start | Stop | Remove | Recreate | Rename | Blocked
 
 
 class RowStatus(NamedTuple):
@@ -108,7 +120,7 @@ class RowStatus(NamedTuple):
     message: str = ""
 
 
-_VERBS = ("create", "start", "stop", "recreate", "remove", "blocked")
+_VERBS = ("create", "start", "stop", "recreate", "rename", "remove", "blocked")
 
 
 def _tally(words: Iterable[str], limit: int = 3) -> str:

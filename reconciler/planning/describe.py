@@ -19,6 +19,7 @@ _RECREATE_REASONS = {
     planning.RecreateReason.SPEC_CHANGED: "spec changed",
     planning.RecreateReason.STALE_TASK: "stale task",
     planning.RecreateReason.DEAD: "container dead",
+    planning.RecreateReason.UNHEALTHY: "health check failing",
 }
 
 
@@ -38,6 +39,8 @@ def describe(action: planning.Action) -> str:
             return f"stop {name} on {node}"
         case planning.Recreate(name=name, node=node, reason=reason):
             return f"recreate {name} on {node} ({_RECREATE_REASONS[reason]})"
+        case planning.Rename(name=name, node=node, to=to):
+            return f"rename {name}'s new container on {node} to {to}"
         case planning.Remove(node=node, container_id=container_id, name=name, reason=reason):
             which = f"{short_id(container_id)}" + (f" ({name})" if name else "")
             return f"remove {which} on {node} ({_REMOVE_REASONS[reason]})"

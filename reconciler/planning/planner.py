@@ -55,6 +55,7 @@ from reconciler.domain import (
     StatusRow,
 )
 from reconciler.planning import backoff as backoff_policy
+from reconciler.planning import lifecycle
 from reconciler.planning.actions import (
     Action,
     Blocked,
@@ -64,6 +65,7 @@ from reconciler.planning.actions import (
     RecreateReason,
     Remove,
     RemoveReason,
+    Rename,
     RowStatus,
     Start,
     Stop,
@@ -246,7 +248,9 @@ def _plan_existing(
     if len(found) <= 1:
         return decided
     duplicates = _others(found, kept, view, RemoveReason.DUPLICATE)
-    return decided._replace(actions=(*duplicates, *decided.actions))
+    # A rename waits for the next pass: the duplicate being removed may still hold the name.
+    actions = tuple(a for a in decided.actions if not isinstance(a, Rename))
+    return decided._replace(actions=(*duplicates, *actions))
 
 
 def _decide(row: DesiredContainer, kept: ObservedContainer | None, view: _View) -> _RowPlan:
@@ -336,9 +340,14 @@ def _settled(
         return None
     if c.labels.get(SPEC_HASH_LABEL) != row.spec_hash:
         return None
+    docker_name = c.name.lstrip("/")
+    if docker_name != row.name and (row.spec is None or docker_name != row.spec.container_name):
+        return None  # a start-first update's new container, still to be renamed
     for desired_state, satisfied_by, phase in _SETTLED:
         if row.state is desired_state:
-            return RowStatus(phase, c.node, c.id) if c.state in satisfied_by else None
+            if c.state not in satisfied_by or c.health == "unhealthy":
+                return None
+            return RowStatus(phase, c.node, c.id)
     return None
 
 
@@ -355,8 +364,21 @@ def _converge(row: DesiredContainer, c: ObservedContainer, view: _View) -> _RowP
         if unfit is not None:
             # Keep the old container rather than remove it for one that cannot be created.
             return _blocked(row, Phase.FAILED, *unfit, c)
+        if reason is RecreateReason.SPEC_CHANGED and row.spec.container_name and c.running:
+            # Start-first: the new container starts beside the old one, under its own name.
+            create = Create(row.name, c.node, row.spec, row.spec_hash, start)
+            return _RowPlan((create,), None, c.node, c)
         recreate = Recreate(row.name, c.node, c.id, row.spec, row.spec_hash, reason, start)
         return _RowPlan((recreate,), None, c.node, c)
+    wanted_name = row.spec.container_name or row.name
+    if c.name.lstrip("/") != wanted_name:
+        return _RowPlan((Rename(row.name, c.node, c.id, wanted_name),), None, c.node, c)
+    if start and (done := lifecycle.exited_for_good(row, c)) is not None:
+        return _RowPlan((), done, c.node, c)  # its restart policy leaves it exited
+    if start and lifecycle.unhealthy(c):
+        unhealthy = RecreateReason.UNHEALTHY
+        replacement = Recreate(row.name, c.node, c.id, row.spec, row.spec_hash, unhealthy, start)
+        return _crashed(row, c, view) or _RowPlan((replacement,), None, c.node, c)
     if start and c.state in ("created", "exited", "stopped"):
         return _crashed(row, c, view) or _RowPlan((Start(row.name, c.node, c.id),), None, c.node, c)
     if not start and c.state in ("running", "restarting", "paused"):
@@ -386,7 +408,8 @@ def _crashed(row: DesiredContainer, c: ObservedContainer, view: _View) -> _RowPl
     back-off is over: ``_hold_back`` holds it until then).
     """
     old = view.previous.get(row.name)
-    if c.state != "exited" or old is None or old.phase is not Phase.RUNNING:
+    crashed = c.state == "exited" or lifecycle.unhealthy(c)
+    if not crashed or old is None or old.phase is not Phase.RUNNING:
         return None
     if old.container_id != c.id:
         return None  # the status row is about another container: nothing to count
@@ -397,7 +420,7 @@ def _crashed(row: DesiredContainer, c: ObservedContainer, view: _View) -> _RowPl
         streak = 0  # it ran long enough since its last restart
     restarts = streak + 1
     delay = backoff_policy.crash_delay(restarts)
-    message = backoff_policy.crash_message(delay=delay, exit_code=c.exit_code, restarts=restarts)
+    message = lifecycle.backoff_message(delay=delay, c=c, restarts=restarts)
     entry = RowBackoff(restarts, view.now + delay, row.spec_hash, message)
     blocked = Blocked(row.name, Phase.FAILED, message, "crash loop", c.node, c.id)
     return _RowPlan((blocked,), None, c.node, c, entry)

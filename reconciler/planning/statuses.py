@@ -27,7 +27,15 @@ from typing import Protocol
 
 from reconciler.domain import ContainerId, DesiredContainer, NodeName, Phase, StatusRow
 from reconciler.planning import backoff
-from reconciler.planning.actions import Action, Blocked, Plan, RowStatus, Start
+from reconciler.planning.actions import (
+    Action,
+    Blocked,
+    Plan,
+    Recreate,
+    RecreateReason,
+    RowStatus,
+    Start,
+)
 
 __all__ = ["ActionResult", "done_row", "status_rows"]
 
@@ -98,11 +106,16 @@ def status_rows(
 def done_row(outcome: ActionResult, spec_hash: str | None, old: StatusRow | None) -> StatusRow:
     """The status row of a row whose action succeeded.
 
-    A ``Start`` keeps the row's streak (its container may be crash-looping: the next exit backs
-    off further); a create, recreate or stop is a fresh start.
+    A ``Start`` or the replacement of an unhealthy container keeps the row's streak (it may be
+    crash-looping: the next exit backs off further); a create, other recreate or stop is a fresh
+    start.
     """
     assert outcome.name is not None and outcome.phase is not None
-    streak = _streak(old, spec_hash) if isinstance(outcome.action, Start) else None
+    action = outcome.action
+    keeps = isinstance(action, Start) or (
+        isinstance(action, Recreate) and action.reason is RecreateReason.UNHEALTHY
+    )
+    streak = _streak(old, spec_hash) if keeps else None
     return StatusRow(
         outcome.name,
         outcome.phase,

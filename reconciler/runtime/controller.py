@@ -32,6 +32,7 @@ from reconciler.db import store as store_mod
 from reconciler.domain import DesiredContainer, NodeName, NodeSnapshot, Phase
 from reconciler.planning import backoff, statuses
 from reconciler.runtime import executor
+from reconciler.runtime import services as services_hook
 from reconciler.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class Controller:
         self._cluster = cluster
         self._settings = settings
         self._clock = clock
+        self._services = services_hook.ServiceHook(store)
         self._jitter = jitter
         self._executor = executor.Executor(max_per_node=settings.max_actions_per_node)
         self._generation: int | None = None
@@ -112,6 +114,7 @@ class Controller:
         """Run one pass. Raises only when the database cannot be read or written."""
         started = time.monotonic()
         rows, backoffs = self._load()
+        self._services.save(now=self._clock())  # durable before anything is acted on
         now = self._clock()
         the_plan = self._plan(rows, self._cluster.snapshots(), backoffs, now)
         actions, limited = self._rate_limit(the_plan.actions, backoffs, now)
@@ -167,7 +170,11 @@ class Controller:
             for name, row in self._status.rows().items()
             if row.failures and row.next_attempt_at is not None
         }
-        return self._desired, backoffs
+        # Services expand into slot rows here, planned like any other row.
+        rows = self._services.merge(
+            self._desired, self._cluster.snapshots(), self._status.rows(), now=self._clock()
+        )
+        return rows, backoffs
 
     def _rate_limit(
         self,
@@ -208,7 +215,7 @@ class Controller:
     ) -> dict[str, store_mod.StatusRow]:
         """``planning.status_rows`` with this pass's clock and one jitter value per failure."""
         assert self._status is not None
-        return planning.status_rows(
+        wanted = planning.status_rows(
             rows,
             the_plan,
             limited=limited,
@@ -218,6 +225,7 @@ class Controller:
             jitter={o.name: self._jitter() for o in outcomes if not o.ok and o.name is not None},
             cap=self._settings.row_backoff_cap,
         )
+        return self._services.annotate(wanted)
 
     def _record(
         self, wanted: Mapping[str, store_mod.StatusRow], outcomes: Sequence[executor.Outcome]
@@ -310,6 +318,7 @@ _REASONS = {
     planning.Start: "Started",
     planning.Stop: "Stopped",
     planning.Remove: "Removed",
+    planning.Rename: "Renamed",
 }
 
 

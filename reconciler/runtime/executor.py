@@ -103,7 +103,14 @@ class Outcome:
 
 _Key = tuple[NodeName, str]
 #: The actions that are carried out (``Blocked`` ones only describe a row).
-_Executable = planning.Create | planning.Start | planning.Stop | planning.Remove | planning.Recreate
+_Executable = (
+    planning.Create
+    | planning.Start
+    | planning.Stop
+    | planning.Remove
+    | planning.Recreate
+    | planning.Rename
+)
 
 
 class Executor:
@@ -390,6 +397,10 @@ def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
             client.stop(cid, timeout=DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
             _refresh(handle, [cid])
             return _ok(action, Phase.STOPPED, node, cid, f"container {name} has been stopped")
+        case planning.Rename(name=name, node=node, container_id=cid, to=to):
+            client.rename(cid, to)
+            _refresh(handle, [cid])
+            return _ok(action, Phase.RUNNING, node, cid, f"container {name} has been renamed")
         case planning.Remove(node=node, container_id=cid, reason=reason):
             with contextlib.suppress(errors.ContainerNotFound):  # already gone: goal reached
                 client.remove(cid, force=True)
@@ -410,7 +421,9 @@ def _ids(action: planning.Action) -> list[str]:
 def _names(action: planning.Action) -> list[str]:
     """The name a new container gets (creates only: its id is not known before the call)."""
     if isinstance(action, planning.Create | planning.Recreate):
-        return [action.spec.name]
+        return [action.spec.container_name or action.spec.name]
+    if isinstance(action, planning.Rename):
+        return [action.to]
     return []
 
 
@@ -441,7 +454,8 @@ def _create(
         cid = client.create_container(wanted, labels=labels)
         message = f"container {wanted.name} has been created"
     except errors.NameConflict:
-        existing = client.inspect_container(wanted.name).seen_by(installation)
+        docker_name = wanted.container_name or wanted.name
+        existing = client.inspect_container(docker_name).seen_by(installation)
         if existing.desired_name != wanted.name:
             raise errors.NameConflict(
                 f"the name {wanted.name} is taken by container {existing.id[:12]}, "

@@ -38,7 +38,7 @@ MAX_NAME_LENGTH = 253
 #: Docker refuses a memory limit below 6 MiB.
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
 RESERVED_LABEL_PREFIX = "reconciler."
-JSON_FIELDS = ("command", "entrypoint", "env", "labels", "ports", "mounts")
+JSON_FIELDS = ("command", "entrypoint", "env", "labels", "ports", "mounts", "healthcheck")
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE | re.ASCII)
 #: The largest values the SQL columns (BIGINT, INTEGER) can hold.
 MAX_BIGINT = 2**63 - 1
@@ -235,6 +235,35 @@ def parse_mount(text: str) -> dict[str, Any]:
     return {"source": parts[0], "target": parts[1], "read_only": parts[2:] == ["ro"]}
 
 
+class HealthcheckModel(_Strict):
+    """``healthcheck``: Docker's health check; ``test`` as Docker takes it (``["CMD", ...]``,
+    ``["CMD-SHELL", "..."]`` or ``["NONE"]``; a plain string means ``CMD-SHELL``)."""
+
+    test: list[str]
+    interval_seconds: float | None = pydantic.Field(default=None, gt=0, allow_inf_nan=False)
+    timeout_seconds: float | None = pydantic.Field(default=None, gt=0, allow_inf_nan=False)
+    retries: int | None = pydantic.Field(default=None, ge=0, le=MAX_INTEGER)
+    start_period_seconds: float | None = pydantic.Field(default=None, ge=0, allow_inf_nan=False)
+
+    @pydantic.field_validator("test", mode="before")
+    @classmethod
+    def _test(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            return ["CMD-SHELL", _text(value, optional=False)]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise fail(f'must be a list of strings such as ["CMD", "true"], got {show(value)}')
+        if value[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise fail(f"must start with 'CMD', 'CMD-SHELL' or 'NONE', got {show(value[0])}")
+        return value
+
+    @pydantic.field_validator(
+        "interval_seconds", "timeout_seconds", "start_period_seconds", mode="before"
+    )
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class RowModel(_Strict):
     """One desired container as written by a person; field names are the SQL column names."""
 
@@ -248,6 +277,8 @@ class RowModel(_Strict):
     state: domain.DesiredState = domain.DesiredState.RUNNING
     ports: list[PortModel] = pydantic.Field(default_factory=list)
     mounts: list[MountModel] = pydantic.Field(default_factory=list)
+    restart: domain.RestartPolicy = domain.RestartPolicy.ALWAYS
+    healthcheck: HealthcheckModel | None = None
     network: str | None = None
     cpus: float | None = pydantic.Field(default=None, gt=0, allow_inf_nan=False)
     memory_bytes: int | None = pydantic.Field(default=None, ge=MIN_MEMORY_BYTES, le=MAX_BIGINT)
@@ -354,6 +385,20 @@ class RowModel(_Strict):
             raise fail(f"must be an absolute path, got {show(value)}")
         return str(value)
 
+    @pydantic.field_validator("restart", mode="before")
+    @classmethod
+    def _restart(cls, value: Any) -> domain.RestartPolicy:
+        if value is None:
+            return domain.RestartPolicy.ALWAYS  # SQL NULL: the default
+        if value not in ("always", "on-failure", "never"):
+            raise fail(f"must be 'always', 'on-failure' or 'never', got {show(value)}")
+        return domain.RestartPolicy(value)
+
+    @pydantic.field_validator("healthcheck", mode="before")
+    @classmethod
+    def _healthcheck(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        return _decoded(value, info)
+
     @pydantic.model_validator(mode="after")
     def _storable_text(self) -> RowModel:
         # Docker cannot take these and PostgreSQL cannot store them in text or jsonb.
@@ -421,3 +466,54 @@ def _bytes(value: object) -> int:
         return len(json.dumps(value, default=str).encode())
     except (TypeError, ValueError, RecursionError):
         return MAX_SPEC_BYTES + 1  # cannot be measured, cannot be stored either
+
+
+#: The ``services`` columns beyond the container spec, with their defaults (swarm mode's).
+SERVICE_FIELDS = (
+    "replicas",
+    "update_parallelism",
+    "update_delay_seconds",
+    "update_monitor_seconds",
+    "update_failure_action",
+    "update_order",
+)
+
+
+class ServiceModel(RowModel):
+    """One service: the container spec of :class:`RowModel` (one model for both tables) plus
+    replicas and the rolling update's settings. ``node`` and ``state`` do not apply."""
+
+    replicas: int = pydantic.Field(default=1, ge=0, le=10_000)
+    update_parallelism: int = pydantic.Field(default=1, ge=0, le=10_000)
+    update_delay_seconds: float = pydantic.Field(default=0.0, ge=0, allow_inf_nan=False)
+    update_monitor_seconds: float = pydantic.Field(default=5.0, ge=0, allow_inf_nan=False)
+    update_failure_action: domain.UpdateFailureAction = domain.UpdateFailureAction.PAUSE
+    update_order: domain.UpdateOrder = domain.UpdateOrder.STOP_FIRST
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _no_placement(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            for key in ("node", "state"):
+                if value.get(key) is not None:
+                    raise fail(f"{key}: does not apply to a service (its slots are placed)")
+        return value
+
+    @pydantic.field_validator("update_delay_seconds", "update_monitor_seconds", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @pydantic.field_validator("update_failure_action", mode="before")
+    @classmethod
+    def _failure_action(cls, value: Any) -> domain.UpdateFailureAction:
+        if value not in ("pause", "continue", "rollback"):
+            raise fail(f"must be 'pause', 'continue' or 'rollback', got {show(value)}")
+        return domain.UpdateFailureAction(value)
+
+    @pydantic.field_validator("update_order", mode="before")
+    @classmethod
+    def _order(cls, value: Any) -> domain.UpdateOrder:
+        if value not in ("stop-first", "start-first"):
+            raise fail(f"must be 'stop-first' or 'start-first', got {show(value)}")
+        return domain.UpdateOrder(value)

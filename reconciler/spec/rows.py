@@ -152,6 +152,8 @@ def _desired(row: spec_model.RowModel) -> domain.DesiredContainer:
         user=row.user,
         workdir=row.workdir,
         stop_timeout=row.stop_timeout,
+        restart=row.restart,
+        healthcheck=_healthcheck(row.healthcheck),
     )
     return domain.DesiredContainer(
         name=row.name,
@@ -233,6 +235,9 @@ def spec_hash(spec: domain.ContainerSpec) -> str:
             "memory_bytes": spec.memory_bytes,
             "user": spec.user,
             "workdir": spec.workdir,
+            "healthcheck": None
+            if spec.healthcheck is None
+            else _without_none(dataclasses.asdict(spec.healthcheck)),
         }
     )
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -254,9 +259,86 @@ def container_labels(
     labels[domain.SPEC_HASH_LABEL] = spec_hash
     if node is not None:
         labels[domain.NODE_LABEL] = node
+    if spec.service is not None:
+        labels[domain.SERVICE_LABEL] = spec.service
+    if spec.slot is not None:
+        labels[domain.SLOT_LABEL] = str(spec.slot)
     if installation is not None:
         labels[domain.INSTALLATION_LABEL] = installation
     return labels
 
 
-__all__ = ["SpecError", "container_labels", "parse_row", "spec_hash", "validate_row_strict"]
+def _healthcheck(model: spec_model.HealthcheckModel | None) -> domain.Healthcheck | None:
+    if model is None:
+        return None
+    return domain.Healthcheck(
+        test=tuple(model.test),
+        interval_seconds=model.interval_seconds,
+        timeout_seconds=model.timeout_seconds,
+        retries=model.retries,
+        start_period_seconds=model.start_period_seconds,
+    )
+
+
+# -- services ----------------------------------------------------------------------------------
+
+
+def _validate_service(raw: object, *, json_text: bool) -> spec_model.ServiceModel:
+    if not isinstance(raw, Mapping):
+        raise SpecError([f"must be a mapping of field names to values, got {spec_model.show(raw)}"])
+    size, largest = spec_model.spec_size(raw)
+    if size > spec_model.MAX_SPEC_BYTES:
+        raise SpecError([f"{largest}: too large (the service's spec is {_mib(size)})"])
+    try:
+        return spec_model.ServiceModel.model_validate(dict(raw), context={"json_text": json_text})
+    except pydantic.ValidationError as e:
+        raise SpecError([_describe(error) for error in e.errors()]) from None
+
+
+def _service(model: spec_model.ServiceModel) -> domain.ServiceDef:
+    row = _desired(model)
+    return domain.ServiceDef(
+        name=model.name,
+        spec=row.spec,
+        spec_hash=row.spec_hash,
+        replicas=model.replicas,
+        update=domain.UpdateConfig(
+            parallelism=model.update_parallelism,
+            delay_seconds=model.update_delay_seconds,
+            monitor_seconds=model.update_monitor_seconds,
+            failure_action=model.update_failure_action,
+            order=model.update_order,
+        ),
+        source=model.model_dump(mode="json", exclude={"node", "state"}),
+    )
+
+
+def parse_service(raw: Mapping[str, Any], *, json_text: bool = True) -> domain.ServiceDef:
+    """Validate one ``services`` row (or a kept ``service_status.spec``); never raises: a bad
+    row becomes a ``ServiceDef`` with ``spec=None`` and ``error`` (as :func:`parse_row`)."""
+    try:
+        return _service(_validate_service(raw, json_text=json_text))
+    except SpecError as e:
+        name = raw.get("name") if isinstance(raw, Mapping) else None
+        return domain.ServiceDef(
+            name=name if isinstance(name, str) else str(name or ""),
+            spec=None,
+            spec_hash=None,
+            error=str(e),
+        )
+
+
+def validate_service_strict(raw: object, *, json_text: bool = False) -> domain.ServiceDef:
+    """Validate one service item (from YAML by default); raise :class:`SpecError`."""
+    return _service(_validate_service(raw, json_text=json_text))
+
+
+__all__ = [
+    "SpecError",
+    "container_labels",
+    "parse_row",
+    "parse_service",
+    "spec_hash",
+    "validate_row_strict",
+    "validate_service_strict",
+]

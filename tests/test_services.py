@@ -318,3 +318,58 @@ def test_sigkill_mid_update_then_restart_continues_the_update(engines, sqlite_ur
     assert [c["slot"] for c in final] == [1, 2, 3, 4]
     for slot, cid in done_before.items():  # continued, not restarted from scratch
         assert next(c["id"] for c in final if c["slot"] == slot) == cid
+
+
+APPLY = """
+- name: solo
+  image: busybox:local
+  command: ["sleep", "3600"]
+  restart: on-failure
+- kind: service
+  name: api
+  image: busybox:local
+  command: ["sleep", "3600"]
+  replicas: 3
+  update_order: start-first
+  update_failure_action: rollback
+  healthcheck: {test: ["CMD", "true"], interval_seconds: 2}
+"""
+
+
+def test_apply_accepts_services_in_the_same_yaml_and_prune_covers_both(sqlite_url):
+    from click.testing import CliRunner
+
+    from reconciler import cli
+    from reconciler.db import engine as db_engine
+    from reconciler.db import migrate
+
+    migrate.upgrade(sqlite_url)
+
+    def apply(text: str, *args: str):
+        result = CliRunner().invoke(
+            cli.main, ["--database-url", sqlite_url, "apply", "-f", "-", *args], input=text
+        )
+        return result
+
+    first = apply(APPLY)
+    assert first.exit_code == 0, first.output
+    assert "service api created" in first.output
+    sql = db_engine.make_engine(sqlite_url)
+    with sql.connect() as conn:
+        row = conn.execute(sa.text("SELECT * FROM services")).mappings().one()
+        plain = conn.execute(sa.text("SELECT name, restart FROM desired_containers")).all()
+    assert (row["name"], row["replicas"], row["update_order"]) == ("api", 3, "start-first")
+    assert row["update_failure_action"] == "rollback"
+    assert json.loads(row["healthcheck"])["test"] == ["CMD", "true"]
+    assert [tuple(r) for r in plain] == [("solo", "on-failure")]
+
+    bad = apply("- kind: service\n  name: x1\n  image: busybox:local\n  replicas: -1\n")
+    assert bad.exit_code != 0 and "replicas: must be >= 0" in bad.output, bad.output
+    wrong = apply("- kind: job\n  name: x1\n  image: busybox:local\n")
+    assert wrong.exit_code != 0 and "kind: must be 'container' or 'service'" in wrong.output
+
+    pruned = apply(APPLY.split("- kind: service")[0], "--prune")
+    assert pruned.exit_code == 0 and "service api pruned" in pruned.output, pruned.output
+    with sql.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM services")).scalar() == 0
+    sql.dispose()

@@ -274,8 +274,14 @@ def node_uncordon(ctx: click.Context, name: str) -> None:
 # -- desired containers ----------------------------------------------------------------------
 
 
-def _read_desired(stream: IO[str]) -> list[domain.DesiredContainer]:
-    """Parse and validate every item of a YAML list; report all problems at once."""
+def _read_desired(
+    stream: IO[str], services: list[domain.ServiceDef] | None = None
+) -> list[domain.DesiredContainer]:
+    """Parse and validate every item of a YAML list; report all problems at once.
+
+    An item with ``kind: service`` is a service (appended to ``services``); ``kind:
+    container`` or no ``kind`` is a desired container.
+    """
     source = stream.name
     try:
         data = yaml.safe_load(stream)
@@ -295,6 +301,23 @@ def _read_desired(stream: IO[str]) -> list[domain.DesiredContainer]:
     first_seen: dict[str, int] = {}
     for index, raw in enumerate(data, start=1):
         where = f"{source}: {_item(index, raw)}"
+        kind = raw.get("kind", "container") if isinstance(raw, dict) else "container"
+        if kind not in ("container", "service") or (kind == "service" and services is None):
+            problems.append(f"{where}: kind: must be 'container' or 'service', got {kind!r}")
+            continue
+        if isinstance(raw, dict):
+            raw = {key: value for key, value in raw.items() if key != "kind"}
+        if kind == "service" and services is not None:
+            try:
+                service = spec.validate_service_strict(raw)
+            except spec.SpecError as e:
+                problems += [f"{where}: {problem}" for problem in e.problems]
+                continue
+            if service.name in first_seen:
+                problems.append(f"{where}: name: also used by item {first_seen[service.name]}")
+            first_seen.setdefault(service.name, index)
+            services.append(service)
+            continue
         try:
             item = spec.validate_row_strict(raw)
         except spec.SpecError as e:
@@ -348,7 +371,8 @@ def apply(ctx: click.Context, stream: IO[str], prune: bool, wait_: bool, timeout
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--timeout") from None
     store = _store(ctx)
-    items = _read_desired(stream)
+    services: list[domain.ServiceDef] = []
+    items = _read_desired(stream, services)
     result, pruned = store.apply_desired(
         items,
         prune=prune,
@@ -365,6 +389,11 @@ def apply(ctx: click.Context, stream: IO[str], prune: bool, wait_: bool, timeout
         f"created {len(result.created)}, updated {len(result.updated)}, "
         f"unchanged {len(result.unchanged)}, pruned {len(pruned)}"
     )
+    if services or prune:  # services: their own table (a second transaction); --prune covers it
+        created, updated, gone = store.apply_services(services, prune=prune)
+        for word, names in (("created", created), ("updated", updated), ("pruned", gone)):
+            for name in names:
+                click.echo(f"service {name} {word}")
     if wait_:
         _wait_until_running(store, items, seconds=seconds, timeout=timeout)
 

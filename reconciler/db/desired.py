@@ -166,6 +166,11 @@ def _values(item: domain.DesiredContainer) -> dict[str, Any]:
         "user": s.user,
         "workdir": s.workdir,
         "stop_timeout": s.stop_timeout,
+        "restart": s.restart.value,
+        "healthcheck": None
+        if s.healthcheck is None
+        else {k: v for k, v in dataclasses.asdict(s.healthcheck).items() if v is not None}
+        | {"test": list(s.healthcheck.test)},
     }
 
 

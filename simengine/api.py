@@ -83,6 +83,9 @@ class EngineApi:
         #: Docker API requests answered, by operation key as ``docker_api.operation_path``
         #: spells it (``"GET /containers/{id}/json"``); read with ``GET /_sim/stats``.
         self.calls: collections.Counter[str] = collections.Counter()
+        #: Docker API requests answered per wall-clock second (epoch second → count), the last
+        #: 600 seconds; read with ``GET /_sim/stats`` (bench-fleet's histograms).
+        self.per_second: collections.OrderedDict[int, int] = collections.OrderedDict()
 
     async def __call__(self, request: Request) -> Response:
         path = request.path
@@ -92,6 +95,10 @@ class EngineApi:
             major, minor, path = int(m.group(1)), int(m.group(2)), m.group(3)
         operation = _CONTAINER_ID.sub(r"/containers/{id}\1", path)
         self.calls[f"{request.method} {operation}"] += 1
+        second = int(time.time())
+        self.per_second[second] = self.per_second.get(second, 0) + 1
+        if len(self.per_second) > 600:
+            self.per_second.popitem(last=False)
         if m and (major, minor) > (1, 41):
             return _error(
                 400,
@@ -295,6 +302,7 @@ class EngineApi:
                     "containers": len(engine.containers),
                     "running": running,
                     "event_streams": len(engine.subscribers),
+                    "per_second": {str(k): v for k, v in self.per_second.items()},
                 },
             )
         if path == "/_sim/pause":

@@ -26,6 +26,7 @@ from reconciler.nodes import cluster as cluster_mod
 from reconciler.nodes import monitor
 from reconciler.nodes import node as node_mod
 from reconciler.nodes.settings import NodeSettings
+from sandbox import images
 from sandbox.engines import SandboxEngine
 from sandbox.tls import TlsFiles
 
@@ -470,10 +471,23 @@ def test_tls_with_the_wrong_ca_is_unhealthy_and_with_the_right_one_healthy(
         tls_client_cert=str(files.client_cert),
         tls_client_key=str(files.client_key),
     )
-    start_cluster(FAST)
+    cluster = start_cluster(FAST)
     wait_for(lambda: health(db, "good") == "healthy", timeout=15, message="good healthy")
     wait_for(lambda: health(db, "bad") == "unhealthy", timeout=15, message="bad unhealthy")
     assert "certificate verification failed" in str(node_row(db, "bad")["last_error"])
+    # The event stream is read over its own TLS socket (docker_api.streams) with the row's
+    # certificates: an event on that engine reaches the node's monitor.
+    good = cluster.node("good")
+    watcher = good.event_monitor
+    assert watcher is not None and watcher.subscribed.wait(5)
+    tag = f"tlsprobe:{uuid.uuid4().hex[:8]}"
+    images.import_busybox(tls_engine.unix_url, tag, force=True)  # an image event
+    try:
+        wait_for(lambda: watcher.events_seen >= 1, timeout=5, message="event over TLS")
+        assert watcher.subscriptions == 1 and good.health_state.failures == 0
+        assert good.client.calls[docker_api.EVENTS] == 1
+    finally:
+        tls_engine.docker("rmi", tag)
 
 
 def test_plain_tcp_to_a_remote_host_is_refused_with_a_clear_error(

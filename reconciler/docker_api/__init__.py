@@ -21,7 +21,9 @@ Guarantees:
 
 Modules: ``client`` (connect, :class:`EngineClient`, :class:`EventStream`), ``convert`` (SDK
 dicts to values, container specs to create arguments), ``classify`` (exceptions to errors),
-``urls`` (engine URLs), ``engine_api`` (the :class:`EngineAPI` Protocol the executor uses).
+``urls`` (engine URLs), ``engine_api`` (the :class:`EngineAPI` Protocol the executor uses),
+``streams`` (event streams read by asyncio, many engines on one thread:
+:meth:`EngineClient.open_events`).
 """
 
 from reconciler.docker_api.classify import classify

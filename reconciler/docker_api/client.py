@@ -5,6 +5,7 @@ See the package docstring for the guarantees (timeouts, negotiation, call counti
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import datetime
@@ -34,7 +35,7 @@ import urllib3.exceptions
 from requests.sessions import merge_setting
 
 from reconciler import domain, errors
-from reconciler.docker_api import convert, urls
+from reconciler.docker_api import convert, streams, urls
 from reconciler.docker_api.classify import classify, is_read_timeout
 
 log = logging.getLogger(__name__)
@@ -507,6 +508,46 @@ class EngineClient:
                 response.close()
 
         return chunks()
+
+    async def open_events(
+        self, *, since: float | None, idle_timeout: float | None
+    ) -> streams.AsyncEventStream:
+        """:meth:`events` for an asyncio loop: the same subscription (counted the same way),
+        read without a thread of its own (SSH engines: on one thread, see ``streams``)."""
+        endpoint = self._endpoint()
+        if endpoint is None:
+            loop = asyncio.get_running_loop()
+            blocking = await loop.run_in_executor(
+                None, lambda: self.events(since=since, idle_timeout=idle_timeout)
+            )
+            return streams.ThreadedEventStream(blocking, loop=loop)
+        self._counter.add("GET", "/events")
+        stream = await streams.open_socket_stream(
+            endpoint,
+            query=streams.params(since=since, types=EVENT_TYPES),
+            node=self.node,
+            url=self.url,
+            connect_timeout=self.timeout,
+            idle_timeout=idle_timeout,
+        )
+        with self._flight_lock:
+            self._last_answer = time.monotonic()
+        return stream
+
+    def _endpoint(self) -> streams.Endpoint | None:
+        """Where a plain socket reaches this engine (None: SSH); built once."""
+        cached: streams.Endpoint | bool | None = getattr(self, "_endpoint_cache", False)
+        if cached is False:
+            url = self.url if self.url.startswith("unix:") else str(self._api.base_url)
+            cached = streams.endpoint_of(
+                url,
+                api_version=self.api_version,
+                cert=self._api.cert,
+                verify=self._api.verify,
+            )
+            self._endpoint_cache = cached
+        assert cached is None or isinstance(cached, streams.Endpoint)
+        return cached
 
     def close(self) -> None:
         """Close pooled connections and remove materialised TLS files. Idempotent."""

@@ -1,9 +1,18 @@
-"""One event-stream thread per node: a hint channel that makes refreshes come sooner.
+"""Every node's event stream, followed on one shared asyncio loop: hints that make refreshes
+come sooner.
 
 Where this sits: ``nodes.Node`` starts an :class:`EventMonitor` once its engine is reachable and
 hands it callables; each event goes to ``on_event`` (the node marks the container or the images
 dirty and wakes its refresh). Events are never the truth: the node inspects what they name, and
 forced refreshes run anyway.
+
+Stream design (issue 15): a monitor is one asyncio task on the process's :class:`StreamHub`, one
+loop on one daemon thread that reads every engine's stream (``docker_api.streams``: plain
+sockets, chunked JSON lines). A thousand idle streams cost a thousand open sockets and no
+threads; the loop wakes only when bytes arrive or a timer fires. Callbacks that may block (the
+probe, which pings; ``on_error``, which may write health to SQL) run on the hub's small thread
+pool, never on the loop. SSH engines are read by the SDK on one thread each
+(``streams.ThreadedEventStream``), behind the same loop.
 
 The loop is kept boring (after nolar/kopf's ``infinite_watch``): subscribe, iterate, and on *any*
 end of the stream log it, back off (capped), and subscribe again with ``since=`` so nothing is
@@ -11,32 +20,38 @@ lost. ``since`` is the later of the engine's clock when the previous stream was 
 ``Date`` header; every event after it was delivered) and one second before the last event seen
 (margin for events stamped slightly out of order); events replayed twice are dropped by key.
 
-Inactivity watchdog: a healthy idle engine sends no events, so silence alone proves nothing. The
-stream's socket has a read timeout (``idle_timeout``); when it expires the monitor *probes* the
-engine (a ping). Answer → resubscribe at once, no failure counted (this also replaces a
-connection that died silently, e.g. a half-open TCP connection). No answer → a failure, reported
-through ``probe`` itself, then backoff. The node's own heartbeat catches a hung engine sooner; the
-watchdog makes sure the stream itself is never dead for longer than ``idle_timeout``.
+Inactivity watchdog: a healthy idle engine sends no events, so silence alone proves nothing. A
+read waits at most ``idle_timeout``; when it expires the monitor *probes* the engine (a ping).
+Answer → resubscribe at once, no failure counted (this also replaces a connection that died
+silently, e.g. a half-open TCP connection). No answer → a failure, reported through ``probe``
+itself, then backoff. The node's own heartbeat catches a hung engine sooner; the watchdog makes
+sure the stream itself is never dead for longer than ``idle_timeout``.
 
-:meth:`EventMonitor.stop` ends the thread at once from any thread: it closes the socket, which
-wakes the blocked read. ``max_events`` stops the monitor after that many new events (tests).
+:meth:`EventMonitor.stop` ends the task at once from any thread (it cancels it, which closes the
+socket). ``max_events`` stops the monitor after that many new events (tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import enum
 import functools
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from reconciler import docker_api, errors
+from reconciler.docker_api import streams
 from reconciler.domain import NodeName
 from reconciler.nodes import health
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Events re-delivered after a resubscription are dropped if their key is among this many.
 _REMEMBERED = 1024
@@ -44,6 +59,59 @@ _REMEMBERED = 1024
 _SINCE_MARGIN = 1.0
 #: A stream that lived less than this and ended on its own counts as a failed attempt.
 _SHORT_LIVED = 1.0
+#: Threads of the hub's pool, for callbacks that may block (probes, health writes).
+_POOL_THREADS = 16
+
+#: What ``subscribe(since)`` may return: an awaitable of an async stream (``EngineClient.
+#: open_events``), or a blocking ``docker_api.EventStream`` (read on a thread of its own).
+Subscription = Awaitable[streams.AsyncEventStream] | docker_api.EventStream
+
+
+class StreamHub:
+    """One asyncio loop on one daemon thread, started on first use; shared by every monitor."""
+
+    def __init__(self, *, pool_threads: int = _POOL_THREADS) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=pool_threads, thread_name_prefix="events-pool"
+        )
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                loop.set_default_executor(self._pool)
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                threading.Thread(target=run, name="event-streams", daemon=True).start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+    def tasks(self) -> int:
+        """Monitors running now (tests, bench)."""
+        loop = self._loop
+        if loop is None:
+            return 0
+        return self.submit(_count_tasks()).result(timeout=5)
+
+
+async def _count_tasks() -> int:
+    return len(asyncio.all_tasks()) - 1
+
+
+#: The process's hub: every monitor runs on it unless given another.
+HUB = StreamHub()
 
 
 class End(enum.Enum):
@@ -57,24 +125,26 @@ class End(enum.Enum):
 
 
 class EventMonitor:
-    """Follow one engine's events on a daemon thread until :meth:`stop`."""
+    """Follow one engine's events as a task on a :class:`StreamHub` until :meth:`stop`."""
 
     def __init__(
         self,
         *,
         node: NodeName,
-        subscribe: Callable[[float | None], docker_api.EventStream],
+        subscribe: Callable[[float | None], Subscription],
         on_event: Callable[[docker_api.EngineEvent], None],
         on_error: Callable[[errors.EngineError], None],
         probe: Callable[[], bool],
         on_resubscribed: Callable[[], None] = lambda: None,
         policy: health.HealthPolicy | None = None,
         max_events: int | None = None,
+        hub: StreamHub | None = None,
     ) -> None:
-        """``subscribe(since)`` opens a stream; ``on_error`` hears every failure; ``probe`` pings
-        (True = answered); ``on_resubscribed`` runs after a resubscription that followed
-        anything but an idle end (the node then does a full refresh, in case the engine's event
-        buffer did not reach back far enough)."""
+        """``subscribe(since)`` opens a stream; ``on_event`` runs on the hub's loop and must
+        not block; ``on_error`` hears every failure and ``probe`` pings (True = answered), both
+        on the hub's pool; ``on_resubscribed`` (on the loop) runs after a resubscription that
+        followed anything but an idle end (the node then does a full refresh, in case the
+        engine's event buffer did not reach back far enough)."""
         self.node = node
         self._subscribe = subscribe
         self._on_event = on_event
@@ -83,9 +153,13 @@ class EventMonitor:
         self._on_resubscribed = on_resubscribed
         self._policy = policy or health.HealthPolicy()
         self._max_events = max_events
+        self._hub = hub or HUB
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._stream: docker_api.EventStream | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stream: streams.AsyncEventStream | None = None
+        self._done = threading.Event()
+        self._started = False
         self._keys: collections.deque[tuple[int, str, str, str]] = collections.deque()
         self._key_set: set[tuple[int, str, str, str]] = set()
         self._last_event_nano: int | None = None
@@ -96,28 +170,39 @@ class EventMonitor:
         self.events_seen = 0
         #: Streams opened so far.
         self.subscriptions = 0
-        self._thread = threading.Thread(target=self._run, name=f"events-{node}", daemon=True)
 
     # -- control ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        self._started = True
+        future = self._hub.submit(self._spawn())
+        future.result()
+
+    async def _spawn(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(), name=f"events-{self.node}")
+        with self._lock:
+            self._task = task
+        if self._stop.is_set():
+            task.cancel()
 
     def stop(self) -> None:
         """End the monitor now; safe from any thread, including its own callbacks."""
         self._stop.set()
         with self._lock:
-            stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
+            task = self._task
+        if task is not None:
+            with _loop_closed_ok():
+                self._hub.loop.call_soon_threadsafe(task.cancel)
+        elif not self._started:
+            self._done.set()
 
     def join(self, timeout: float | None = None) -> None:
-        if threading.current_thread() is not self._thread and self._thread.is_alive():
-            self._thread.join(timeout)
+        if not self._on_loop():
+            self._done.wait(timeout)
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._started and not self._done.is_set()
 
     @property
     def last_event_time(self) -> float | None:
@@ -126,43 +211,67 @@ class EventMonitor:
 
     def cut(self) -> None:
         """Close the current stream without stopping: the monitor resubscribes (tests, ops)."""
-        with self._lock:
-            stream = self._stream
-        if stream is not None:
-            stream.close()
+
+        def close() -> None:
+            if self._stream is not None:
+                self._stream.close()
+
+        with _loop_closed_ok():
+            self._hub.loop.call_soon_threadsafe(close)
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._hub.loop
+        except RuntimeError:
+            return False
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
+        try:
+            await self._follow()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+            self._done.set()
+            log.debug("event monitor of node %s stopped", self.node)
+
+    async def _follow(self) -> None:
         failures = 0
         gap = False
         while not self._stop.is_set():
             opened = time.monotonic()
             try:
-                stream = self._subscribe(self._since())
+                stream = await self._open(self._since())
             except errors.EngineError as e:
                 failures, gap = failures + 1, True
-                self._report(e)
-                self._pause(failures)
+                await self._report(e)
+                await self._pause(failures)
                 continue
-            if not self._adopt(stream):
-                break
+            self._adopt(stream)
             if gap:
                 self._safely(self._on_resubscribed)
-            end, error, delivered = self._consume(stream)
-            with self._lock:
-                if self._stream is stream:
-                    self._stream = None
+            end, error, delivered = await self._consume(stream)
+            self._stream = None
             stream.close()
             if end in (End.STOPPED, End.LIMIT):
                 break
-            failures, gap = self._after(
+            failures, gap = await self._after(
                 end, error, failures=failures, delivered=delivered, lived=time.monotonic() - opened
             )
-            self._pause(failures)
-        log.debug("event monitor of node %s stopped", self.node)
+            await self._pause(failures)
 
-    def _after(
+    async def _open(self, since: float | None) -> streams.AsyncEventStream:
+        subscription = self._subscribe(since)
+        if inspect.isawaitable(subscription):
+            return await subscription
+        # A blocking stream (tests, or a caller without an async client): read on a thread.
+        return streams.ThreadedEventStream(subscription, loop=asyncio.get_running_loop())
+
+    async def _after(
         self,
         end: End,
         error: errors.EngineError | None,
@@ -178,36 +287,30 @@ class EventMonitor:
         """
         streak = 0 if delivered or lived >= _SHORT_LIVED else failures
         if end is End.IDLE:
-            if self._probe():
+            if await self._blocking(self._probe):
                 log.debug("event stream of node %s idle; engine answers, resubscribing", self.node)
                 return 0, False  # a quiet engine: resubscribe at once, nothing was missed
             return streak + 1, True
         if end is End.FAILED and error is not None:
             log.warning("event stream of node %s failed: %s; resubscribing", self.node, error)
-            self._report(error)
+            await self._report(error)
         else:
             log.info("event stream of node %s ended; resubscribing", self.node)
         return streak + 1, True
 
-    def _adopt(self, stream: docker_api.EventStream) -> bool:
-        """Make ``stream`` current unless the monitor was stopped meanwhile."""
-        with self._lock:
-            if self._stop.is_set():
-                stream.close()
-                return False
-            self._stream = stream
+    def _adopt(self, stream: streams.AsyncEventStream) -> None:
+        self._stream = stream
         if stream.opened_at is not None:
             self._stream_opened_at = stream.opened_at
         self.subscriptions += 1
         self.subscribed.set()
-        return True
 
-    def _consume(
-        self, stream: docker_api.EventStream
+    async def _consume(
+        self, stream: streams.AsyncEventStream
     ) -> tuple[End, errors.EngineError | None, int]:
         delivered = 0
         try:
-            for event in stream:
+            while (event := await stream.next()) is not None:
                 if not self._remember(event):
                     continue  # replayed after a resubscription: already handled
                 delivered += 1
@@ -243,14 +346,23 @@ class EventMonitor:
         known = [c for c in candidates if c is not None]
         return max(known) if known else None
 
-    def _pause(self, failures: int) -> None:
+    async def _pause(self, failures: int) -> None:
         delay = self._policy.retry_delay(failures)
         if delay > 0:
-            self._stop.wait(delay)
+            await asyncio.sleep(delay)
 
-    def _report(self, error: errors.EngineError) -> None:
+    async def _report(self, error: errors.EngineError) -> None:
         if not self._stop.is_set():
-            self._safely(lambda: self._on_error(error))
+            await self._blocking(lambda: self._on_error(error))
+
+    async def _blocking(self, callback: Callable[[], T]) -> T | None:
+        """Run a callback that may block on the hub's pool; a bug in it is logged."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(None, callback)
+        except Exception:
+            log.exception("event monitor of node %s: callback failed", self.node)
+            return None
 
     def _safely(self, callback: Callable[[], object]) -> None:
         """Run a callback; a bug in it is logged and never ends the monitor."""
@@ -258,3 +370,13 @@ class EventMonitor:
             callback()
         except Exception:
             log.exception("event monitor of node %s: callback failed", self.node)
+
+
+class _loop_closed_ok:
+    """Ignore a hub loop that is already closed (interpreter shutdown)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> bool:
+        return exc[0] is RuntimeError

@@ -4,9 +4,11 @@ Where this sits: ``nodes.cluster`` keeps one :class:`Node` per row of ``nodes``;
 :meth:`Node.snapshot`; the executor acts through :attr:`Node.client` and then calls
 :meth:`Node.refresh_containers` with the ids it touched.
 
-Each node runs a worker thread (refresh, heartbeat, specs, recovery) and, while reachable, an
-event monitor thread (``nodes.monitor``), so a hung engine only ever blocks its own threads.
-The worker's step, after classic Swarm's refresh loop:
+Each node's loop (refresh, heartbeat, specs, recovery) is a job on the shared worker pool
+(``nodes.workers``: threads on demand, at most ``max_threads``, each node's steps one at a time)
+and, while reachable, its event stream is a task on the shared stream loop (``nodes.monitor``):
+a thousand nodes do not need two thousand threads, and a hung engine holds one worker for at
+most its call's timeout. A step, after classic Swarm's refresh loop:
 
 * not connected (pending, or unhealthy after the threshold): when the backoff allows, *recover*:
   connect, read specs, start the event monitor (and wait until it is subscribed, so no event
@@ -15,7 +17,8 @@ The worker's step, after classic Swarm's refresh loop:
 * otherwise: a forced full refresh when due (``refresh_interval`` ± ``refresh_jitter``), else an
   inspect of just the containers whose events are news and a new image list if an image event
   came; specs every ``spec_interval``; a ping when nothing proved the engine alive for
-  ``heartbeat_interval`` (an event or a successful call does).
+  ``heartbeat_interval`` (an event or a successful call does; each wait is drawn 0-20 % short,
+  so a fleet's pings do not fall in step).
 
 A full refresh is one container list call plus inspects of only what is new or changed
 (``nodes.containers``); it lists images too on a (re)connect, without events, and otherwise only
@@ -36,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar
 
 from reconciler import docker_api, domain, errors
-from reconciler.nodes import containers, health, monitor
+from reconciler.nodes import containers, health, monitor, workers
 from reconciler.nodes.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,7 @@ class Node:
         observer: NodeObserver | None = None,
         rng: random.Random | None = None,
         installation: str | None = None,
+        pool: workers.WorkerPool | None = None,
     ) -> None:
         self.name = row.name
         self.installation = installation
@@ -84,8 +88,11 @@ class Node:
         self._policy = self.settings.policy
         self._lock = threading.RLock()
         self._notify_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._pool = pool or workers.POOL
         self._stopping = threading.Event()
+        self._step_lock = threading.Lock()
+        self._step_thread: threading.Thread | None = None
+        self._heartbeat_due = self.settings.heartbeat_interval
         self._health = health.HealthState()
         self._client: docker_api.EngineClient | None = None
         self._monitor: monitor.EventMonitor | None = None
@@ -100,27 +107,24 @@ class Node:
         #: Full refreshes done, and when the last one finished (monotonic); for tests and bench.
         self.full_refreshes = 0
         self.last_full_refresh_at: float | None = None
-        self._thread = threading.Thread(target=self._run, name=f"node-{self.name}", daemon=True)
 
     # -- public ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        self._pool.add(self)
 
     def stop(self, *, timeout: float = 5.0) -> None:
-        """Stop the threads, close the stream and the connection. The worker may finish a hung
-        call in the background (it is a daemon thread) but reports nothing after this."""
+        """Stop the loop, close the stream and the connection; waits up to ``timeout`` for a
+        step under way. A step stuck in a hung call finishes in the background but reports
+        nothing after this."""
         self._stopping.set()
-        self._wake.set()
+        self._pool.remove(self)
         self._teardown()
         with self._notify_lock:
             pass  # a report already under way finishes first; later ones see _stopping
-        if (
-            timeout > 0
-            and self._thread.is_alive()
-            and threading.current_thread() is not self._thread
-        ):
-            self._thread.join(timeout)
+        waits = timeout > 0 and threading.current_thread() is not self._step_thread
+        if waits and self._step_lock.acquire(timeout=timeout):
+            self._step_lock.release()
 
     @property
     def row(self) -> domain.NodeRow:
@@ -210,7 +214,7 @@ class Node:
                 yield
         finally:
             if self._cache.has_dirty():
-                self._wake.set()  # events held meanwhile that the result did not cover
+                self._poke()  # events held meanwhile that the result did not cover
 
     def forget_containers(self, ids: Iterable[str]) -> None:
         """Drop containers the caller has just removed; no call to the engine."""
@@ -220,7 +224,7 @@ class Node:
     def request_refresh(self) -> None:
         """Ask for a full refresh as soon as the worker is free."""
         self._next_full = 0.0
-        self._wake.set()
+        self._poke()
 
     def record_failure(self, error: errors.EngineError) -> None:
         """Count a failed call made with :attr:`client` against health if the engine itself
@@ -243,21 +247,31 @@ class Node:
         else:
             log.info("node %s: call failed (%d in a row): %s", self.name, state.failures, error)
         self._notify_health(transition)
-        self._wake.set()
+        self._poke()
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def step(self) -> float:
+        """One turn of the loop (called by the worker pool): do what is due; the next deadline."""
+        with self._step_lock:
+            self._step_thread = threading.current_thread()
             try:
-                self._step(time.monotonic())
+                if not self._stopping.is_set():
+                    self._step(time.monotonic())
             except _Failed:
                 pass  # recorded; the backoff decides when the next attempt runs
             except Exception:
                 log.exception("node %s: unexpected error in the refresh loop", self.name)
-                self._stopping.wait(1.0)
-            self._wake.wait(self._sleep_time(time.monotonic()))
-            self._wake.clear()
+                return time.monotonic() + 1.0
+            finally:
+                self._step_thread = None
+        now = time.monotonic()
+        return now + self._sleep_time(now)
+
+    def _poke(self) -> None:
+        """Bring the next step forward to now."""
+        if not self._stopping.is_set():
+            self._pool.wake(self)
 
     def _step(self, now: float) -> None:
         state = self._health
@@ -282,7 +296,7 @@ class Node:
                 self._apply(lambda: self._cache.refresh_images(client))
         if now >= self._next_specs:
             self._read_specs(client)
-        if time.monotonic() - self._last_alive >= self.settings.heartbeat_interval:
+        if time.monotonic() >= self._heartbeat_at():
             self._call(lambda: client.ping(timeout=self.settings.probe_timeout))
 
     def _sleep_time(self, now: float) -> float:
@@ -293,9 +307,14 @@ class Node:
             deadlines = [
                 self._next_full,
                 self._next_specs,
-                self._last_alive + self.settings.heartbeat_interval,
+                self._heartbeat_at(),
             ]
         return max(0.0, min(deadlines) - now)
+
+    def _heartbeat_at(self) -> float:
+        """When to ping: ``heartbeat_interval`` after the last sign of life, minus this round's
+        jitter (0-20 %, drawn once per sign of life), so pings do not march in step."""
+        return self._last_alive + self._heartbeat_due
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Run one call; record a failure and end the step with :class:`_Failed`."""
@@ -394,7 +413,7 @@ class Node:
 
         return monitor.EventMonitor(
             node=self.name,
-            subscribe=lambda since: client.events(
+            subscribe=lambda since: client.open_events(
                 since=since, idle_timeout=self.settings.stream_idle_timeout
             ),
             on_event=self._on_event,
@@ -419,10 +438,11 @@ class Node:
     def _on_event(self, event: docker_api.EngineEvent) -> None:
         self._alive()  # an event proves the engine alive as well as a ping would
         if self._cache.note_event(event):
-            self._wake.set()
+            self._poke()
 
     def _alive(self) -> None:
         self._last_alive = time.monotonic()
+        self._heartbeat_due = self.settings.heartbeat_interval * (1.0 - 0.2 * self._rng.random())
 
     def _cleared(self) -> None:
         """A probe answered while suspect: the failures are forgiven, no transition."""

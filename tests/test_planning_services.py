@@ -195,3 +195,15 @@ def test_a_plain_row_named_like_a_slot_is_a_conflict_on_both():
     assert by_name["web.1"].spec is not None and by_name["api"].spec is not None
     assert "web.2" in messages["web"] and len(rows) == 4
     assert by_name["web.2"].state is DesiredState.RUNNING
+
+
+def test_the_next_step_of_an_update_is_due_when_its_monitor_window_ends():
+    service = svc("3601", replicas=3, update_monitor_seconds=5)
+    state = ServiceState("web", UpdateState.UPDATING, spec=service, previous=OLD)
+    seen = [container(1, service, age=2), container(2, OLD), container(3, OLD)]
+    found = services.expand([service], {"web": state}, nodes(*seen), {}, now=NOW)
+    assert found.due == pytest.approx(NOW + 3)
+    settled = services.expand(
+        [OLD], {}, nodes(*(container(i, OLD) for i in (1, 2, 3))), {}, now=NOW
+    )
+    assert settled.due is None

@@ -80,6 +80,9 @@ class Expansion(NamedTuple):
 
     rows: tuple[DesiredContainer, ...]
     states: Mapping[str, ServiceState]
+    #: When an update may take its next step (a monitor window or a delay ends): the caller
+    #: runs a pass then. None when no update waits on time.
+    due: float | None = None
 
 
 class _Slot(NamedTuple):
@@ -102,6 +105,7 @@ def expand(
     by_name = _slot_containers(nodes)
     rows: list[DesiredContainer] = []
     next_states: dict[str, ServiceState] = {}
+    due: list[float] = []
     for svc in sorted({s.name: s for s in reversed(services)}.values(), key=lambda s: s.name):
         state = _adopt(svc, states.get(svc.name))
         if state.spec is None:  # a malformed row and nothing kept: hold what runs, if anything
@@ -123,8 +127,9 @@ def expand(
                 state, message=f"invalid service row, kept as it was: {svc.error}"
             )
         rows += _slot_rows(svc, state, slots, chosen)
+        due += _due(svc, state, slots, now=now)
         next_states[svc.name] = _counted(state, slots, replicas)
-    return Expansion(tuple(rows), next_states)
+    return Expansion(tuple(rows), next_states, min(due, default=None))
 
 
 def merge(
@@ -240,6 +245,23 @@ def _advance(
             done |= set(remaining[:size])
     choice = {s.number: (target if s.number in done else before) for s in slots}
     return state, choice
+
+
+def _due(
+    svc: ServiceDef, state: ServiceState, slots: Sequence[_Slot], *, now: float
+) -> list[float]:
+    """The times after ``now`` at which this update's next step may come."""
+    if state.update_state not in _MOVING or state.spec is None:
+        return []
+    monitor, ends = svc.update.monitor_seconds, []
+    for s in slots:
+        c = _with_hash(s, state.spec.spec_hash)
+        if c is not None and c.running and c.created is not None:
+            ends.append(c.created + monitor)
+    times = [t for t in ends if t > now]
+    if ends and svc.update.delay_seconds:
+        times.append(max(ends) + svc.update.delay_seconds)
+    return [t for t in times if t > now]
 
 
 def _paused(state: ServiceState, update_state: UpdateState, message: str) -> ServiceState:

@@ -38,6 +38,7 @@ class ServiceHook:
         self._plain: Sequence[DesiredContainer] | None = None
         self._service_of: dict[str, str] = {}
         self._health: dict[str, str | None] = {}
+        self._due: float | None = None
 
     def merge(
         self,
@@ -58,6 +59,7 @@ class ServiceHook:
             self._service_of = {}
             return plain
         expansion = planning_services.expand(services, states, snapshots, previous, now=now)
+        self._due = expansion.due
         rows, conflicts = planning_services.merge(plain, expansion)
         next_states = dict(expansion.states)
         for name, message in conflicts.items():
@@ -75,6 +77,11 @@ class ServiceHook:
             return self._merged
         self._merged, self._plain = rows, plain
         return rows
+
+    def next_due(self) -> float | None:
+        """When a rolling update may take its next step (epoch seconds), if it waits on time:
+        the daemon runs a pass then rather than at the next interval tick."""
+        return self._due
 
     def save(self, *, now: float) -> None:
         """Write the service states :meth:`merge` changed (before the pass acts)."""

@@ -23,7 +23,7 @@ from pydantic import AfterValidator, Field
 LogFormat = Literal["text", "json"]
 
 #: Options whose flag is not simply ``--`` + the field name with dashes.
-FLAGS = {"reconcile_interval": "--interval"}
+FLAGS = {"reconcile_interval": "--interval", "policy_file": "--policy"}
 
 #: Fields that are not options of ``run``/``plan`` (the root group has ``--database-url``).
 NOT_DAEMON_OPTIONS = frozenset({"database_url", "log_format"})
@@ -123,6 +123,11 @@ class Settings:
 
     http: Annotated[str, AfterValidator(_check_address)] = "127.0.0.1:9465"
     """HOST:PORT serving /metrics (Prometheus), /healthz and /readyz; empty serves nothing."""
+
+    policy_file: str = ""
+    """YAML admission policy (allowed_host_paths, allow_host_network, allowed_images, max_cpus,
+    max_memory_bytes); empty: the built-in baseline (no host-sensitive bind mounts, no host
+    network)."""
 
 
 def describe(name: str) -> str:

@@ -26,7 +26,9 @@ from reconciler import settings as settings_mod
 from reconciler.cli import logs, options, output, wait
 from reconciler.db import migrate
 from reconciler.db import store as store_mod
+from reconciler.runtime import controller
 from reconciler.spec import model as spec_model
+from reconciler.spec import policy as spec_policy
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +222,37 @@ def node_add(
     click.echo(f"node {name} has been added")
 
 
+_POLICY = click.option(
+    "--policy",
+    "policy_file",
+    default="",
+    metavar="FILE",
+    envvar=settings_mod.env_var("policy_file"),
+    show_envvar=True,
+    help="Admission policy to check rows against (the daemon's --policy); default: baseline.",
+)
+
+
+def _policy(path: str) -> spec_policy.Policy:
+    try:
+        return controller.load_policy(path)
+    except spec_policy.PolicyError as e:
+        raise click.BadParameter(str(e), param_hint="--policy") from None
+
+
+def _check_policy(
+    items: list[domain.DesiredContainer], policy: spec_policy.Policy, *, source: str
+) -> None:
+    """Refuse the whole file when the policy refuses an item (the daemon would fail it)."""
+    problems = [
+        f"{source}: {_item(index, {'name': item.name})}: {refused}"
+        for index, item in enumerate(items, start=1)
+        if (refused := spec_policy.admit(item, policy).error) is not None
+    ]
+    if problems:
+        raise click.ClickException("\n".join(problems))
+
+
 _OUTPUT = click.option(
     "-o", "--output", "fmt", type=click.Choice(output.FORMATS), default="table", show_default=True
 )
@@ -363,16 +396,21 @@ def _check_nodes(
     "--timeout", default="60", show_default=True, metavar="DURATION",
     help="How long --wait waits: seconds, or 60s, 2m.",
 )  # fmt: skip
+@_POLICY
 @click.pass_context
-def apply(ctx: click.Context, stream: IO[str], prune: bool, wait_: bool, timeout: str) -> None:
+def apply(
+    ctx: click.Context, stream: IO[str], prune: bool, wait_: bool, timeout: str, policy_file: str
+) -> None:
     """Create or update desired containers from a YAML list, in one transaction."""
     try:
         seconds = settings_mod.parse_duration(timeout)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--timeout") from None
+    policy = _policy(policy_file)
     store = _store(ctx)
     services: list[domain.ServiceDef] = []
     items = _read_desired(stream, services)
+    _check_policy(items, policy, source=stream.name)
     result, pruned = store.apply_desired(
         items,
         prune=prune,
@@ -415,13 +453,21 @@ def _wait_until_running(
 @main.command()
 @click.argument("name", required=False)
 @_OUTPUT
+@_POLICY
+@click.option(
+    "--show-secrets", is_flag=True, help="Show env values of keys that look secret (-o json/yaml)."
+)
 @click.pass_context
-def get(ctx: click.Context, name: str | None, fmt: output.Format) -> None:
+def get(
+    ctx: click.Context, name: str | None, fmt: output.Format, policy_file: str, show_secrets: bool
+) -> None:
     """Show desired containers (all, or NAME) with the status the controller reported."""
+    policy = _policy(policy_file)
     items = _store(ctx).list_desired_with_status(name)
     if name is not None and not items:
         raise click.ClickException(f"no desired container named {name!r}")
-    output.emit(output.desired_rows(items), fmt=fmt, columns=output.DESIRED_COLUMNS)
+    rows = output.desired_rows(items, policy=policy, show_secrets=show_secrets)
+    output.emit(rows, fmt=fmt, columns=output.DESIRED_COLUMNS)
 
 
 @main.command()

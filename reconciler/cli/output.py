@@ -18,6 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from reconciler.db import store as store_mod
+from reconciler.spec import policy as spec_policy
+from reconciler.spec import secrets
 
 Format = Literal["table", "json", "yaml"]
 FORMATS: tuple[Format, ...] = ("table", "json", "yaml")
@@ -50,25 +52,42 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def desired_rows(items: Sequence[store_mod.DesiredWithStatus]) -> list[dict[str, Any]]:
-    """``reconciler get`` documents; ``container`` is the short id shown in the table."""
-    return [
-        {
-            "name": d.name,
-            "image": d.image,
-            "state": d.state,
-            "wanted_node": d.wanted_node,
-            "phase": d.phase,
-            "node": d.node,
-            "container_id": d.container_id,
-            "container": d.container_id[:12] if d.container_id else None,
-            # A row that does not validate says so at once, before the controller has seen it.
-            "message": f"invalid row: {d.error}" if d.error else d.message,
-            "error": d.error,
-            "status_updated_at": _plain(d.status_updated_at),
-        }
-        for d in items
-    ]
+def desired_rows(
+    items: Sequence[store_mod.DesiredWithStatus],
+    *,
+    policy: spec_policy.Policy = spec_policy.BASELINE,
+    show_secrets: bool = False,
+) -> list[dict[str, Any]]:
+    """``reconciler get`` documents; ``container`` is the short id shown in the table.
+
+    ``env`` holds the row's environment with secret-looking values masked
+    (``spec.secrets``) unless ``show_secrets``; a row that ``policy`` refuses says so in
+    ``message`` at once, as the controller will."""
+    rows = []
+    for d in items:
+        refused = None
+        if d.desired is not None and d.desired.spec is not None:
+            refused = spec_policy.admit(d.desired, policy).error
+        env = d.desired.spec.env if d.desired is not None and d.desired.spec is not None else {}
+        rows.append(
+            {
+                "name": d.name,
+                "image": d.image,
+                "state": d.state,
+                "wanted_node": d.wanted_node,
+                "phase": d.phase,
+                "node": d.node,
+                "container_id": d.container_id,
+                "container": d.container_id[:12] if d.container_id else None,
+                # A row that does not validate (or that the policy refuses) says so at once,
+                # before the controller has seen it.
+                "message": f"invalid row: {d.error}" if d.error else (refused or d.message),
+                "error": d.error or refused,
+                "env": secrets.masked_env(env, show_secrets=show_secrets),
+                "status_updated_at": _plain(d.status_updated_at),
+            }
+        )
+    return rows
 
 
 def node_rows(items: Sequence[store_mod.NodeListing]) -> list[dict[str, Any]]:

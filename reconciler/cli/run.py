@@ -14,13 +14,19 @@ import click
 from reconciler.cli import logs, options
 from reconciler.cli.main import _settings, _store, main
 from reconciler.planning import describe as plan_format
-from reconciler.runtime import daemon
+from reconciler.runtime import controller, daemon
 from reconciler.settings import Settings
+from reconciler.spec import policy as spec_policy
 
 
 def _with_options(ctx: click.Context, **values: Any) -> Settings:
-    """The settings of ``--database-url`` with the daemon options applied."""
+    """The settings of ``--database-url`` with the daemon options applied (the policy file
+    read and checked: a bad one is a usage error before anything starts)."""
     settings = options.build(_settings(ctx), values)
+    try:
+        controller.load_policy(settings.policy_file)
+    except spec_policy.PolicyError as e:
+        raise click.BadParameter(str(e), param_hint="--policy") from None
     ctx.obj.settings = settings
     return settings
 

@@ -57,6 +57,9 @@ class DesiredWithStatus:
     status_updated_at: datetime | None
     #: The validation error of the row as it is now, if any (``spec.parse_row``).
     error: str | None
+    #: The row as it is now, validated (``spec`` None when ``error`` is set): what the CLI
+    #: checks against the admission policy and shows (secret-looking env values masked).
+    desired: domain.DesiredContainer | None = None
 
 
 def _raw_columns() -> list[sa.ColumnElement[Any]]:
@@ -255,4 +258,5 @@ def _with_status(row: sa.RowMapping) -> DesiredWithStatus:
         message=row["message"],
         status_updated_at=row["status_updated_at"],
         error=parsed.error,
+        desired=parsed,
     )

@@ -91,6 +91,9 @@ def make_engine(url: str | None = None, **kwargs: object) -> sa.Engine:
     owner only (it holds env values and TLS keys; SQLite gives ``-wal`` and ``-shm`` the same
     mode).
     """
+    # A failed statement's error (and its debug traceback) would otherwise print the values it
+    # carried: env values of desired rows, TLS keys of nodes.
+    kwargs.setdefault("hide_parameters", True)
     parsed = parse_url(url or default_url())
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database

@@ -34,6 +34,7 @@ from reconciler.planning import backoff, statuses
 from reconciler.runtime import executor
 from reconciler.runtime import services as services_hook
 from reconciler.settings import Settings
+from reconciler.spec import policy as spec_policy
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class Controller:
         self._services = services_hook.ServiceHook(store)
         self._jitter = jitter
         self._executor = executor.Executor(max_per_node=settings.max_actions_per_node)
+        self._policy = load_policy(settings.policy_file)
         self._generation: int | None = None
         self._desired: Sequence[DesiredContainer] = ()
         self._status: store_mod.StatusCache | None = None
@@ -161,7 +163,8 @@ class Controller:
     def _load(self) -> tuple[Sequence[DesiredContainer], dict[str, backoff.RowBackoff]]:
         loaded = self._store.load_desired(known_generation=self._generation)
         if loaded.rows is not None:
-            self._desired = loaded.rows
+            # Rows the admission policy refuses fail here, before the planner sees their spec.
+            self._desired = [spec_policy.admit(row, self._policy) for row in loaded.rows]
         self._generation = loaded.generation
         if self._status is None:
             self._status = self._store.load_status()
@@ -330,9 +333,22 @@ def _event(outcome: executor.Outcome) -> store_mod.Event:
     return store_mod.Event(obj, "Failed", outcome.message, "Warning")
 
 
+def load_policy(path: str) -> spec_policy.Policy:
+    """The admission policy in the YAML file ``path`` (empty: the baseline); raises
+    ``spec.policy.PolicyError`` when the file cannot be read or is not a policy."""
+    if not path:
+        return spec_policy.BASELINE
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise spec_policy.PolicyError(f"{path}: cannot read the policy file: {e}") from None
+    return spec_policy.parse(text, source=path)
+
+
 def converged(result: PassResult) -> bool:
     """True when the pass found nothing to do."""
     return not result.plan.changes
 
 
-__all__ = ["Controller", "NodeSource", "PassResult", "converged"]
+__all__ = ["Controller", "NodeSource", "PassResult", "converged", "load_policy"]

@@ -160,6 +160,20 @@ class ImageNotFound(NotFound):
     """404 for an image: permanent until the node's images change."""
 
 
+class ImagePullFailed(EngineAPIError):
+    """A registry refused or failed a pull (wrong password, no such image or tag, registry
+    unreachable, pull timeout), in the registry's own words.
+
+    The row's failure, not the engine's: never counted against the node. Temporary: the row
+    backs off and retries (a password may be fixed, a registry may come back).
+    """
+
+    def __init__(self, message: str, *, node: str = "", status: int | None = None) -> None:
+        super().__init__(message, node=node, status=status)
+        self.temporary = True
+        self.engine_fault = False
+
+
 class NameConflict(EngineAPIError):
     """409 on create: a container with that name already exists (adopt it if it is ours)."""
 

@@ -5,6 +5,8 @@
 #   busybox-static  a static /bin/busybox for the `busybox:local` image
 #   postgresql      initdb/pg_ctl/psql for the throwaway PostgreSQL
 #   sqlite3, openssl
+#   docker-registry a throwaway registry on loopback (image pull tests)
+#   apache2-utils   htpasswd, for that registry's basic auth
 #   prometheus      prometheus and promtool: a real server scrapes /metrics in the tests
 set -euo pipefail
 
@@ -24,6 +26,8 @@ static_busybox || missing+=(busybox-static)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -19,12 +19,13 @@ import tempfile
 import threading
 import time
 import types as pytypes
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import docker
+import docker.auth
 import docker.errors
 import docker.tls
 import docker.transport
@@ -35,7 +36,7 @@ import urllib3.exceptions
 from requests.sessions import merge_setting
 
 from reconciler import domain, errors
-from reconciler.docker_api import convert, streams, urls
+from reconciler.docker_api import convert, registry, streams, urls
 from reconciler.docker_api.classify import classify, is_read_timeout
 
 log = logging.getLogger(__name__)
@@ -448,6 +449,49 @@ class EngineClient:
     def remove(self, container_id: str, *, force: bool = True) -> None:
         with self._translate(f"remove container {container_id[:12]}", subject=container_id):
             self._api.remove_container(container_id, force=force)
+
+    def pull_image(
+        self,
+        image: str,
+        *,
+        auth: Mapping[str, Any] | None,
+        timeout: float,
+        progress: Callable[[str], None] | None = None,
+    ) -> int:
+        """Pull ``image`` (with registry credentials ``auth``, see ``registry.auth_for``) within
+        ``timeout`` s; return the layers downloaded. :class:`errors.ImagePullFailed` carries the
+        registry's message; the node's health is not touched by what a registry says."""
+        repository, tag = registry.split_reference(image)
+        headers = {"X-Registry-Auth": docker.auth.encode_header(dict(auth))} if auth else {}
+        deadline = time.monotonic() + timeout
+        try:
+            with self._translate(f"pull image {image}", subject=image, allowance=timeout):
+                response = self._api._post(
+                    self._api._url("/images/create"),
+                    params={"fromImage": repository, "tag": tag},
+                    headers=headers,
+                    stream=True,
+                    timeout=(self.timeout, timeout),
+                )
+                self._api._raise_for_status(response)
+                try:
+                    return registry.read_pull_stream(
+                        self._api._stream_helper(response, decode=True),
+                        image=image,
+                        node=self.node,
+                        deadline=deadline,
+                        progress=progress,
+                    )
+                finally:
+                    response.close()
+        except errors.ImagePullFailed:
+            raise
+        except errors.EngineAPIError as e:
+            # An HTTP answer about the pull (404 "pull access denied", 500 "unauthorized"):
+            # the registry's verdict, in its words, against the row.
+            raise errors.ImagePullFailed(
+                f"pull of {image} failed: {e}", node=self.node, status=e.status
+            ) from e
 
     def rename(self, container_id: str, name: str) -> None:
         with self._translate(f"rename container {container_id[:12]}", subject=container_id):

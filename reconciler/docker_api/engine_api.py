@@ -9,7 +9,7 @@ tasks, a container gone before start) can be driven step by step. Every method r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from reconciler import domain
 
@@ -47,4 +47,9 @@ class EngineAPI(Protocol):
 
     def rename(self, container_id: str, name: str) -> None:
         """Give the container the Docker name ``name``; :class:`errors.NameConflict` if taken."""
+        ...
+
+    def pull_image(self, image: str, *, auth: Mapping[str, Any] | None, timeout: float) -> int:
+        """Pull ``image`` (registry credentials ``auth``) within ``timeout`` s; return the layers
+        downloaded. :class:`errors.ImagePullFailed` carries the registry's message."""
         ...

@@ -7,6 +7,7 @@ short ``update_monitor_seconds``, and reads the truth from the engines themselve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from daemons import execute, managed, running_daemon
 from waiting import wait_for
@@ -373,3 +375,42 @@ def test_apply_accepts_services_in_the_same_yaml_and_prune_covers_both(sqlite_ur
     with sql.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM services")).scalar() == 0
     sql.dispose()
+
+
+@pytest.mark.parametrize("url_fixture", ["sqlite_url", "pg_url"])
+def test_service_rows_and_their_kept_specs_round_trip(url_fixture, request):
+    from reconciler.db import migrate
+    from reconciler.db.store import Store
+    from reconciler.domain import ServiceState, UpdateState
+
+    url = request.getfixturevalue(url_fixture)
+    migrate.upgrade(url)
+    store = Store.open(url)
+    try:
+        add_service(
+            store.sql,
+            name="api",
+            image="busybox:local",
+            command=SLEEP,
+            replicas=2,
+            healthcheck={"test": ["CMD", "true"], "interval_seconds": 2},
+        )
+        add_service(store.sql, name="bad", image="busybox:local", replicas=-1)
+        (good, bad), states = store.load_services()
+        assert states == {}
+        assert good.spec is not None and good.replicas == 2 and good.spec.healthcheck is not None
+        assert bad.spec is None and "replicas: must be >= 0" in (bad.error or "")
+        older = dataclasses.replace(good, source={**good.source, "command": ["sleep", "1"]})
+        from reconciler import spec
+
+        older = spec.validate_service_strict(dict(older.source))
+        state = ServiceState(
+            "api", UpdateState.ROLLBACK_STARTED, 2, 1, 1, "rollback started", older, good
+        )
+        store.write_service_status(upserts=[state], deletes=[], now=time.time())
+        _, again = store.load_services()
+        assert again["api"] == state, "the target and previous specs survive a restart"
+        store.write_service_status(upserts=[], deletes=["api"], now=time.time())
+        assert store.load_services()[1] == {}
+    finally:
+        store.close()

@@ -414,3 +414,32 @@ def test_service_rows_and_their_kept_specs_round_trip(url_fixture, request):
         assert store.load_services()[1] == {}
     finally:
         store.close()
+
+
+def test_a_plain_row_named_like_a_slot_is_a_conflict_and_steals_nothing(engines, sqlite_url):
+    from daemons import insert, status
+
+    name = _name("clash")
+    with running_daemon(sqlite_url, engines, **QUICK) as d:
+        store = d.store.sql
+        add_service(store, name=name, image="busybox:local", command=SLEEP, replicas=2)
+        before = wait_for(lambda: running_slots(engines, name, 2), timeout=60, message="2 slots")
+        insert(store, {"name": f"{name}.1", "image": "busybox:local", "command": ["sleep", "5"]})
+        row = wait_for(
+            lambda: (
+                "conflict" in ((r := status(store).get(f"{name}.1") or {}).get("message") or "")
+                and r
+            ),
+            timeout=30,
+            message="the conflict reported on the row",
+        )
+        st = wait_for(
+            lambda: "conflict" in ((s := service_status(store, name)).get("message") or "") and s,
+            timeout=30,
+        )
+        # The status row is written at the end of the pass that planned the conflict: anything
+        # that pass removed or recreated is gone by now.
+        after = slots(engines, name)
+    assert row["phase"] == "failed" and st["update_state"] == "completed"
+    assert [c["id"] for c in after] == [c["id"] for c in before], "nothing removed or recreated"
+    assert all(c["state"] == "running" for c in after)

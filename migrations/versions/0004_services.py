@@ -101,9 +101,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("name", name=op.f("pk_service_status")),
         sa.CheckConstraint(_UPDATE_STATES, name=op.f("ck_service_status_update_state_known")),
     )
-    with op.batch_alter_table("desired_containers") as batch:
-        for column in _lifecycle_columns():
-            batch.add_column(column)
+    # Plain ALTER TABLE (not batch): recreating desired_containers on SQLite would drop its
+    # change-counter triggers (0002).
+    for column in _lifecycle_columns():
+        op.add_column("desired_containers", column)
     with op.batch_alter_table("container_status") as batch:
         batch.add_column(sa.Column("service", sa.String(253), nullable=True))
         batch.add_column(sa.Column("health", sa.String(16), nullable=True))
@@ -122,8 +123,7 @@ def downgrade() -> None:
         batch.drop_column("restarts")
         batch.drop_column("health")
         batch.drop_column("service")
-    with op.batch_alter_table("desired_containers") as batch:
-        batch.drop_column("healthcheck")
-        batch.drop_column("restart")
+    for column in ("healthcheck", "restart"):
+        op.execute(f"ALTER TABLE desired_containers DROP COLUMN {column}")
     op.drop_table("service_status")
     op.drop_table("services")

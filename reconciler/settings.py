@@ -124,6 +124,37 @@ class Settings:
     http: Annotated[str, AfterValidator(_check_address)] = "127.0.0.1:9465"
     """HOST:PORT serving /metrics (Prometheus), /healthz and /readyz; empty serves nothing."""
 
+    identity: str = ""
+    """This controller's name in the leases table (must differ between controllers); empty:
+    <hostname>:<pid>."""
+
+    lease_duration: _Positive = 15.0
+    """Seconds a leader's lease lasts without a renewal; a standby takes an expired lease."""
+
+    renew_deadline: _Positive = 10.0
+    """Seconds a leader keeps acting without a successful renewal; then it stops at once
+    (before its next Docker call). Less than lease_duration."""
+
+    retry_period: _Positive = 2.0
+    """Seconds between two attempts to renew (leader) or acquire (standby) the lease.
+    lease_duration > renew_deadline > 1.2 x retry_period."""
+
+    @pydantic.model_validator(mode="after")
+    def _lease_timings_agree(self) -> Settings:
+        # client-go's leaderelection rules: a leader gives up (renew deadline) before anyone
+        # may take its lease (duration), and gets more than one try to renew before it gives up.
+        if not self.lease_duration > self.renew_deadline:
+            raise ValueError(
+                f"--lease-duration ({self.lease_duration:g}) must be greater than "
+                f"--renew-deadline ({self.renew_deadline:g})"
+            )
+        if not self.renew_deadline > 1.2 * self.retry_period:
+            raise ValueError(
+                f"--renew-deadline ({self.renew_deadline:g}) must be greater than 1.2 x "
+                f"--retry-period ({self.retry_period:g})"
+            )
+        return self
+
     policy_file: str = ""
     """YAML admission policy (allowed_host_paths, allow_host_network, allowed_images, max_cpus,
     max_memory_bytes); empty: the built-in baseline (no host-sensitive bind mounts, no host

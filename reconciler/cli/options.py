@@ -67,6 +67,8 @@ def build(base: Settings, values: dict[str, Any]) -> Settings:
     except pydantic.ValidationError as e:
         problems = []
         for error in e.errors():
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            problems.append(f"{settings_mod.flag(field)}: {error['msg']}")
+            if not error["loc"]:  # a rule across fields names its flags in the message
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            problems.append(f"{settings_mod.flag(str(error['loc'][0]))}: {error['msg']}")
         raise click.UsageError("; ".join(problems)) from None

@@ -13,6 +13,7 @@ import click
 
 from reconciler.cli import logs, options
 from reconciler.cli.main import _settings, _store, main
+from reconciler.db import store as store_mod
 from reconciler.planning import describe as plan_format
 from reconciler.runtime import controller, daemon
 from reconciler.settings import Settings
@@ -48,7 +49,10 @@ def run(ctx: click.Context, once: bool, **values: Any) -> None:
     )
     the_daemon = daemon.Daemon(store=_store(ctx), settings=settings)
     if once:
-        result = the_daemon.run_once()
+        try:
+            result = the_daemon.run_once()
+        except store_mod.NotLeader as e:
+            raise click.ClickException(str(e)) from None
         click.echo(result.plan.summary())
         if result.failed:
             raise click.ClickException(f"{result.failed} action(s) failed; see the log above")

@@ -178,3 +178,28 @@ def check_held(conn: sa.Connection, token: LeaseToken | None) -> None:
 def holder(conn: sa.Connection, name: str) -> str | None:
     """Who holds the lease ``name`` now (None: nobody)."""
     return conn.execute(sa.select(_t.c.holder).where(_t.c.name == name)).scalar_one_or_none()
+
+
+def end_idle_transactions_after(engine: sa.Engine, seconds: float) -> None:
+    """On PostgreSQL, have the server end this process's sessions that sit inside a transaction
+    for ``seconds`` without a statement (``idle_in_transaction_session_timeout``).
+
+    A controller frozen in the middle of a transaction (SIGSTOP, a VM pause) would otherwise hold
+    its row locks, the lease row's included, until it resumes: the next leader's writes would
+    wait for it. SQLite has no such timeout: there a frozen writer holds the file's write lock
+    until it resumes or dies. Applies to connections opened from now on (the pool is emptied).
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    millis = max(1, int(seconds * 1000))
+
+    def on_connect(dbapi_connection: object, _record: object) -> None:
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        try:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {millis}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # type: ignore[attr-defined]
+
+    sa.event.listen(engine, "connect", on_connect)
+    engine.dispose()

@@ -349,13 +349,21 @@ class Store:
         duration: float,
         generation: int | None,
         name: str = leases.CONTROLLER,
+        events: Sequence[Event] = (),
     ) -> LeaseState:
         """Renew the lease under ``generation`` if still ours, else take it if free or expired
-        (one transaction, the database's clock); a take records a ``BecameLeader`` event."""
+        (one transaction, the database's clock); a take records a ``BecameLeader`` event, and
+        ``events`` (a loss noticed earlier) are written in the same transaction."""
         with self.sql.begin() as conn:
+            _record_events(conn, events)
             return leases.acquire_or_renew(
                 conn, name=name, identity=identity, duration=duration, generation=generation
             )
+
+    def end_idle_transactions_after(self, seconds: float) -> None:
+        """PostgreSQL ends this process's sessions idle inside a transaction for ``seconds``, so a
+        frozen leader cannot hold row locks (the lease's included) past its renew deadline."""
+        leases.end_idle_transactions_after(self.sql, seconds)
 
     @_reported
     def release_lease(self, token: LeaseToken) -> bool:

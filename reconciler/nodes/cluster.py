@@ -64,8 +64,10 @@ class Cluster:
         on_change: Callable[[], None] | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         rng: random.Random | None = None,
+        writing: bool = True,
     ) -> None:
         self._store = store
+        self._writing = writing
         if isinstance(settings, settings_mod.Settings):
             settings = NodeSettings.from_config(settings)
         self.settings = settings or NodeSettings()
@@ -76,7 +78,9 @@ class Cluster:
         self._sync_lock = threading.Lock()
         self._nodes: dict[domain.NodeName, node_mod.Node] = {}
         self._engine_ids: dict[domain.NodeName, str] = {}
-        self._publisher = publish.PicturePublisher(store=store, snapshot_of=self._snapshot_of)
+        self._publisher = publish.PicturePublisher(
+            store=store, snapshot_of=self._snapshot_of, may_write=lambda: self._writing
+        )
         self._duplicates_reported: set[frozenset[domain.NodeName]] = set()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -108,6 +112,36 @@ class Cluster:
         self._publisher.stop()  # writes the last pictures of the stopped nodes
         with self._lock:
             self._nodes = {}
+
+    def set_writing(self, writing: bool) -> None:
+        """Write the nodes' health, facts and pictures to SQL (the leader) or not (a standby,
+        ``reconciler plan``). Turned on, it writes every node's current state at once, on a
+        short-lived thread: another controller wrote the tables meanwhile."""
+        was, self._writing = self._writing, writing
+        if writing and not was:
+            threading.Thread(target=self._republish, name="cluster-republish", daemon=True).start()
+
+    def _republish(self) -> None:
+        with self._lock:
+            followed = list(self._nodes.values())
+        self._publisher.forget_written()  # compare with the tables, not with our last write
+        for n in followed:
+            state = n.health_state
+            self._write(
+                functools.partial(
+                    self._store.write_health,
+                    node=n.name,
+                    health=state.health,
+                    failures=state.failures,
+                    last_error=state.last_error,
+                )
+            )
+            info = n.info
+            if info is not None:
+                self._write(
+                    functools.partial(self._store.write_engine_info, node=n.name, info=info)
+                )
+            self._publisher.changed(n.name, full=False)
 
     def wait_ready(self, *, timeout: float) -> bool:
         """Wait until every node is healthy and refreshed, or unhealthy; False on timeout."""
@@ -321,12 +355,16 @@ class Cluster:
             self._write(functools.partial(self._store.record_events, [event]))
 
     def _write(self, work: Callable[[], object]) -> object:
-        """Run one store write; log (not raise) a failure."""
+        """Run one store write; log (not raise) a failure. A standby writes nothing."""
+        if not self._writing:
+            return None
         try:
             return work()
         except store_mod.DatabaseError:
             log.debug("cannot write node state", exc_info=True)  # the store said so
             return None
+        except store_mod.NotLeader:
+            return None  # the lease was lost a moment ago: the new leader writes it
         except Exception:
             log.exception("cannot write node state to the database")
             return None

@@ -48,8 +48,10 @@ class PicturePublisher:
         store: store_mod.Store,
         snapshot_of: Callable[[domain.NodeName], domain.NodeSnapshot | None],
         min_gap: float = DEFAULT_MIN_GAP,
+        may_write: Callable[[], bool] = lambda: True,
     ) -> None:
         self._store = store
+        self._may_write = may_write
         self._snapshot_of = snapshot_of
         self._min_gap = min_gap
         self._lock = threading.Lock()
@@ -85,8 +87,15 @@ class PicturePublisher:
             self._pending[node] = _Pending(drop=True)
         self._wake.set()
 
+    def forget_written(self) -> None:
+        """Compare the next writes with the tables (another controller may have written them)."""
+        with self._write_lock:
+            self._mirror = store_mod.ObservedMirror()
+
     def flush(self) -> None:
-        """Write everything pending now, on the caller's thread."""
+        """Write everything pending now, on the caller's thread (a standby keeps it pending)."""
+        if not self._may_write():
+            return
         with self._lock:
             pending, self._pending = self._pending, {}
         with self._write_lock:
@@ -135,6 +144,8 @@ class PicturePublisher:
         except store_mod.DatabaseError:
             log.debug("cannot write observed rows", exc_info=True)  # the store said so
             return False
+        except store_mod.NotLeader:
+            return False  # the lease was lost a moment ago: the new leader writes them
         except Exception:
             log.exception("cannot write the observed containers to the database")
             return False

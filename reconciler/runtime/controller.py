@@ -112,8 +112,18 @@ class Controller:
             previous=self._status.rows(),
         )
 
-    def reconcile(self) -> PassResult:
-        """Run one pass. Raises only when the database cannot be read or written."""
+    def reset(self) -> None:
+        """Forget what the caches say the tables hold (another controller may have written
+        them): the next pass reads the desired and status rows afresh. Called on becoming
+        leader."""
+        self._generation = None
+        self._status = None
+        self._last_plan = None
+
+    def reconcile(self, *, may_act: Callable[[], bool] | None = None) -> PassResult:
+        """Run one pass. Raises only when the database cannot be read or written (or, with a
+        lease, ``NotLeader`` when its result can no longer be recorded). ``may_act`` is the
+        lease's fence, asked before each Docker call."""
         started = time.monotonic()
         rows, backoffs = self._load()
         self._services.save(now=self._clock())  # durable before anything is acted on
@@ -121,7 +131,9 @@ class Controller:
         the_plan = self._plan(rows, self._cluster.snapshots(), backoffs, now)
         actions, limited = self._rate_limit(the_plan.actions, backoffs, now)
         progress = _Progress(self, {row.name: row.spec_hash for row in rows})
-        outcomes = self._executor.execute(actions, self._cluster.handles(), on_outcome=progress.add)
+        outcomes = self._executor.execute(
+            actions, self._cluster.handles(), on_outcome=progress.add, may_act=may_act
+        )
         wanted = self._status_rows(rows, the_plan, limited, outcomes, now=self._clock())
         written = self._record(wanted, [o for o in outcomes if not progress.recorded(o)])
         result = PassResult(the_plan, tuple(outcomes), written, time.monotonic() - started)
@@ -303,6 +315,8 @@ class _Progress:
         except store_mod.DatabaseError:
             log.debug("cannot write status rows during the pass", exc_info=True)
             return  # the store reported the outage; the end of the pass writes them
+        except store_mod.NotLeader:
+            return  # the lease was lost: the new leader records what it finds
         except Exception:
             log.warning(
                 "cannot write status rows during the pass; writing them at its end", exc_info=True

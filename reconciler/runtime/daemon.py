@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import signal
 import threading
@@ -31,7 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from reconciler import planning
 from reconciler.db import store as store_mod
 from reconciler.nodes import cluster as cluster_mod
-from reconciler.runtime import controller, endpoints, metrics
+from reconciler.runtime import controller, endpoints, lease, metrics
 from reconciler.settings import Settings, parse_duration
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,24 @@ class Daemon:
         self.controller = controller.Controller(
             store=store, cluster=self.cluster, settings=settings
         )
+        self.cluster.set_writing(False)  # until this process holds the lease
+        self.elector = lease.Elector(
+            store=store,
+            identity=settings.identity or lease.default_identity(),
+            duration=settings.lease_duration,
+            renew_deadline=settings.renew_deadline,
+            retry_period=settings.retry_period,
+            on_elected=self._elected,
+            on_lost=self._lost,
+        )
+        store.fence = self.elector.token  # controller-owned writes need the lease
+        self._term: lease.Term | None = None  # the term the last pass ran under
         self._scheduler = BackgroundScheduler(timezone=dt.UTC)
         self._watcher = store.watcher(
             on_change=lambda: self.wake("desired"), interval=settings.watch_interval
         )
         self.passes = 0
         self.metrics = metrics.Metrics(
-            # Without leases (issue 12) a lone daemon always acts: 1.
             metrics.Sources(nodes=self.cluster.handles, leader=lambda: self._leads())
         )
         self._endpoints: endpoints.Server | None = None
@@ -101,6 +113,9 @@ class Daemon:
             next_run_time=dt.datetime.now(dt.UTC),
         )
         self._scheduler.start()
+        # Leads at once if the lease is free, else stands by with its nodes warm. Started after
+        # the scheduler, so the wake of an election always finds the reconcile job in place.
+        self.elector.start()
         try:
             while not self._stopping.wait(0.5):
                 pass
@@ -108,14 +123,44 @@ class Daemon:
             self._shutdown()
 
     def run_once(self, *, ready_timeout: float = 30.0) -> controller.PassResult:
-        """Connect to every node, wait for their first refresh, run one pass, close."""
+        """Connect to every node, wait for their first refresh, take the lease, run one pass,
+        release the lease, close. Raises ``NotLeader`` (nothing done) when another controller
+        holds the lease."""
         with self._connected(ready_timeout=ready_timeout):
-            return self.controller.reconcile()
+            if not self.elector.attempt():
+                raise store_mod.NotLeader(
+                    f"another controller holds the lease ({self.elector.holder}); "
+                    "run --once acts only as leader: nothing was done"
+                )
+            try:
+                term = self.elector.term()
+                if term is None:
+                    raise store_mod.NotLeader("the lease was lost before the pass began")
+                return self.controller.reconcile(
+                    may_act=functools.partial(self.elector.may_act, term)
+                )
+            finally:
+                self.cluster.stop()  # the last pictures are written while still leader
+                self.elector.stop(release=True)
 
     def plan(self, *, ready_timeout: float = 30.0) -> planning.Plan:
-        """Connect to every node, wait for their first refresh, and plan; change nothing."""
+        """Connect to every node, wait for their first refresh, and plan; write nothing at all
+        to the database (no lease, no node health, no observed rows)."""
+        self.store.fence = lambda: None  # every controller-owned write is refused
         with self._connected(ready_timeout=ready_timeout):
             return self.controller.plan()
+
+    @property
+    def is_leader(self) -> bool:
+        """This process holds the lease and may act now (for metrics and tests)."""
+        return self.elector.is_leader
+
+    def _elected(self) -> None:
+        self.cluster.set_writing(True)
+        self.wake()
+
+    def _lost(self) -> None:
+        self.cluster.set_writing(False)
 
     @contextlib.contextmanager
     def _connected(self, *, ready_timeout: float) -> Iterator[None]:
@@ -150,10 +195,20 @@ class Daemon:
         # ``_in_pass`` is cleared *before* ``_dirty`` is read, and ``wake`` sets ``_dirty``
         # *before* reading ``_in_pass``, so a wake is never lost between the two.
         while not self._stopping.is_set():
+            term = self.elector.term()
+            if term is None:
+                return  # a standby: the leader acts; _elected wakes us when that changes
+            if term != self._term:
+                self.controller.reset()  # another controller wrote the tables meanwhile
+                self._term = term
+            may_act = functools.partial(self.elector.may_act, term)
             self._in_pass.set()
             self._dirty.clear()
             try:
-                result = self.controller.reconcile()
+                result = self.controller.reconcile(may_act=may_act)
+            except store_mod.NotLeader as e:
+                log.info("pass not recorded: %s", e)  # the new leader records what it finds
+                self._last_pass_error = None
             except store_mod.DatabaseError as e:
                 # The store logged "database unreachable" once; the next pass retries.
                 log.debug("reconcile pass failed on the database", exc_info=True)
@@ -181,15 +236,15 @@ class Daemon:
                 keep=self._settings.events_kept,
                 older_than=parse_duration(self._settings.events_retention) or None,
             )
-        except store_mod.DatabaseError:
-            return  # reported by the store; the next run trims
+        except (store_mod.DatabaseError, store_mod.NotLeader):
+            return  # reported by the store (or a standby: the leader trims); the next run trims
         if trimmed:
             log.debug("trimmed %d old events", trimmed)
 
     # -- HTTP endpoints ---------------------------------------------------------------------
 
     def _leads(self) -> bool:
-        return bool(getattr(self, "is_leader", True))
+        return self.is_leader
 
     @property
     def http_address(self) -> str | None:
@@ -248,6 +303,7 @@ class Daemon:
         self.controller.close()  # drops queued actions, waits for in-flight Docker calls
         self._scheduler.shutdown(wait=True)  # the running pass records what it did
         self.cluster.stop()
+        self.elector.stop(release=True)  # a standby takes over within one retry period
         if self._endpoints is not None:
             self._endpoints.stop()
         log.info("reconciler stopped in %.1fs", time.monotonic() - started)

@@ -40,11 +40,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol, assert_never
+from typing import Any, Protocol, assert_never
 
 from reconciler import errors, planning, spec
 from reconciler.docker_api import EngineAPI
-from reconciler.domain import ContainerId, ContainerSpec, NodeName, Phase
+from reconciler.domain import ContainerId, ContainerSpec, NodeName, ObservedContainer, Phase
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,13 @@ class Executor:
         nodes: Mapping[NodeName, NodeHandle],
         *,
         on_outcome: Callable[[Outcome], None] | None = None,
+        may_act: Callable[[], bool] | None = None,
     ) -> list[Outcome]:
         """Apply every non-blocked action; return their outcomes (in completion order).
+
+        ``may_act`` (the lease's fence) is asked right before each Docker call that changes a
+        container; once it says no, the action stops there and fails as temporary ("not the
+        leader"), without another call.
 
         Outcomes of actions an earlier call stopped waiting for come first. Returns once every
         action has an outcome, except those on suspect nodes (and, after :meth:`close`, those
@@ -167,7 +172,7 @@ class Executor:
             if self._still_running(key):
                 log.debug("skipped %s: an earlier action on it is still running", action)
                 continue
-            pending[self._submit(action, handle)] = key
+            pending[self._submit(action, handle, may_act)] = key
         while pending:
             futures.wait(pending, timeout=self._poll, return_when=futures.FIRST_COMPLETED)
             # A future cancelled by close() is done() but never reported by wait(): poll.
@@ -199,7 +204,9 @@ class Executor:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _submit(self, action: _Executable, handle: NodeHandle) -> futures.Future[Outcome]:
+    def _submit(
+        self, action: _Executable, handle: NodeHandle, may_act: Callable[[], bool] | None
+    ) -> futures.Future[Outcome]:
         with self._lock:
             if self._closed.is_set():
                 cancelled: futures.Future[Outcome] = futures.Future()
@@ -209,7 +216,7 @@ class Executor:
             if workers is None:
                 workers = _Workers(action.node, size=self._max_per_node)
                 self._workers[action.node] = workers
-            return workers.submit(lambda: _apply(action, handle))
+            return workers.submit(lambda: _apply(action, handle, may_act))
 
     def _may_leave(
         self, pending: Mapping[futures.Future[Outcome], _Key], nodes: Mapping[NodeName, NodeHandle]
@@ -333,11 +340,15 @@ def _key(action: _Executable) -> _Key:
     return (action.node, action.name or getattr(action, "container_id", None) or repr(action))
 
 
-def _apply(action: planning.Action, handle: NodeHandle) -> Outcome:
+def _apply(
+    action: planning.Action, handle: NodeHandle, may_act: Callable[[], bool] | None = None
+) -> Outcome:
     """Carry out one action; every failure becomes an ``Outcome``."""
     try:
         with handle.acting_on(ids=_ids(action), names=_names(action)):
-            return _dispatch(action, handle)
+            return _dispatch(action, handle, may_act)
+    except NotActing as e:
+        return _failed(action, str(e), temporary=True)
     except errors.EngineError as e:
         handle.record_failure(e)  # a timeout here counts towards the node's health too
         return _failed(action, str(e), temporary=e.temporary)
@@ -346,8 +357,10 @@ def _apply(action: planning.Action, handle: NodeHandle) -> Outcome:
         return _failed(action, f"internal error: {e!r}", temporary=True)
 
 
-def _dispatch(action: planning.Action, handle: NodeHandle) -> Outcome:
-    client = handle.client
+def _dispatch(
+    action: planning.Action, handle: NodeHandle, may_act: Callable[[], bool] | None = None
+) -> Outcome:
+    client = handle.client if may_act is None else _Fenced(handle.client, may_act)
     match action:
         case planning.Create(name=name, node=node, spec=wanted, spec_hash=hash_, start=start):
             cid, message = _create(
@@ -485,6 +498,55 @@ def _stop_and_remove(client: EngineAPI, cid: ContainerId, *, timeout: int | None
         client.remove(cid, force=True)
     except errors.ContainerNotFound:
         pass  # already gone
+
+
+class NotActing(Exception):
+    """The fence said no before a Docker call: this controller no longer leads."""
+
+
+class _Fenced:
+    """An ``EngineAPI`` that asks ``may_act`` right before each call that changes a container
+    (and logs each such call at debug level: ``docker call: start web-1 on n1``)."""
+
+    def __init__(self, client: EngineAPI, may_act: Callable[[], bool]) -> None:
+        self._client = client
+        self._may_act = may_act
+
+    @property
+    def node(self) -> NodeName:
+        return self._client.node
+
+    def _check(self, verb: str, target: str) -> None:
+        if not self._may_act():
+            raise NotActing(f"not acting: this controller no longer leads ({verb} {target})")
+        log.debug("docker call: %s %s on %s", verb, target, self._client.node)
+
+    def create_container(self, spec: ContainerSpec, *, labels: Mapping[str, str]) -> ContainerId:
+        self._check("create", spec.name)
+        return self._client.create_container(spec, labels=labels)
+
+    def inspect_container(self, container_id: str) -> ObservedContainer:
+        return self._client.inspect_container(container_id)  # a read: harmless after a loss
+
+    def start(self, container_id: str) -> None:
+        self._check("start", container_id[:12])
+        self._client.start(container_id)
+
+    def stop(self, container_id: str, *, timeout: int = 10) -> None:
+        self._check("stop", container_id[:12])
+        self._client.stop(container_id, timeout=timeout)
+
+    def remove(self, container_id: str, *, force: bool = True) -> None:
+        self._check("remove", container_id[:12])
+        self._client.remove(container_id, force=force)
+
+    def rename(self, container_id: str, name: str) -> None:
+        self._check("rename", container_id[:12])
+        self._client.rename(container_id, name)
+
+    def pull_image(self, image: str, *, auth: Mapping[str, Any] | None, timeout: float) -> int:
+        self._check("pull", image)
+        return self._client.pull_image(image, auth=auth, timeout=timeout)
 
 
 def _phase(start: bool) -> Phase:

@@ -142,3 +142,17 @@ def test_a_failing_health_check_replaces_the_container_and_a_passing_one_is_heal
     assert backoffs and all(delay == 2 ** (n - 1) for delay, n in backoffs), backoffs
     assert any("replacing (unhealthy" in text for text in messages), messages
     assert row["restarts"] >= 3
+
+
+def test_apply_wait_counts_a_completed_row_as_done():
+    from reconciler import spec
+    from reconciler.cli import wait
+    from reconciler.db.store import Progress
+
+    item = spec.validate_row_strict(
+        {"name": "job", "image": "busybox:local", "command": ["true"], "restart": "never"}
+    )
+    done = Progress("job", "completed", "n1", "completed (exit 0, restart never)", item.spec_hash)
+    assert wait._where(item, done) == "done"
+    failed = Progress("job", "failed", "n1", "exited with code 3 (restart never)", item.spec_hash)
+    assert wait._where(item, failed) == "failed"

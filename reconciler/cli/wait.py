@@ -23,7 +23,13 @@ from reconciler.db import store as store_mod
 
 POLL_INTERVAL = 0.5
 
-_STYLES = {"running": "green", "failed": "red", "unschedulable": "yellow", "stopped": "cyan"}
+_STYLES = {
+    "running": "green",
+    "completed": "green",
+    "failed": "red",
+    "unschedulable": "yellow",
+    "stopped": "cyan",
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,8 @@ def _where(item: domain.DesiredContainer, progress: store_mod.Progress | None) -
         return "failed"
     if progress is None or (progress.spec_hash and progress.spec_hash != item.spec_hash):
         return "waiting"  # the controller has not seen this spec yet
-    if progress.phase == _target(item) and progress.spec_hash == item.spec_hash:
-        return "done"
+    if progress.phase in (_target(item), "completed") and progress.spec_hash == item.spec_hash:
+        return "done"  # completed: exited 0 and, by its restart policy, not started again
     if progress.phase == "failed":
         return "failed"
     return "waiting"

@@ -479,7 +479,9 @@ class Store:
         deletes: Collection[str],
         now: float,
     ) -> None:
+        """Write service states (controller-owned: fenced by the lease like ``record_pass``)."""
         with self.sql.begin() as conn:
+            self._fenced(conn)
             services_db.write_status(conn, upserts, deletes, now=now)
 
     @_reported

@@ -54,7 +54,10 @@ class WorkerPool:
     def __init__(self, *, max_threads: int = DEFAULT_THREADS, name: str = "nodes") -> None:
         self.max_threads = max_threads
         self._name = name
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # idle followers
+        self._timer = threading.Condition(self._lock)  # the one thread watching the clock
+        self._timer_waiting = False
         self._heap: list[tuple[float, int, _Entry]] = []
         self._entries: dict[int, _Entry] = {}
         self._seq = itertools.count()
@@ -103,12 +106,12 @@ class WorkerPool:
             return
         entry.due = due
         heapq.heappush(self._heap, (due, next(self._seq), entry))
-        if self._idle:
-            self._cond.notify()
+        if self._timer_waiting:
+            self._timer.notify()  # it recomputes its deadline, or takes the entry
+        elif self._idle:
+            self._cond.notify()  # a follower becomes the timer, or takes the entry
         elif self._threads < self.max_threads and due <= time.monotonic():
             self._spawn()
-        else:
-            self._cond.notify()
 
     def _spawn(self) -> None:
         self._threads += 1
@@ -118,7 +121,11 @@ class WorkerPool:
         ).start()
 
     def _next(self) -> _Entry | None:
-        """The next due entry, marked running; None when this thread should exit (lock held)."""
+        """The next due entry, marked running; None when this thread should exit (lock held).
+
+        One idle thread (the timer) waits for the earliest deadline; the others wait to be
+        notified, so a deadline wakes one thread, not all of them.
+        """
         idle_since = time.monotonic()
         while True:
             now = time.monotonic()
@@ -130,15 +137,21 @@ class WorkerPool:
                 _, _, entry = heapq.heappop(self._heap)
                 entry.due = None
                 entry.running = True
-                more = self._heap and self._heap[0][0] <= now and self._idle == 0
-                if more and self._threads < self.max_threads:
-                    self._spawn()  # more is due: another thread takes it
+                if self._heap and not self._timer_waiting:
+                    if self._idle:
+                        self._cond.notify()  # someone else watches the next deadline
+                    elif self._heap[0][0] <= now and self._threads < self.max_threads:
+                        self._spawn()  # more is due: another thread takes it
                 return entry
             if now - idle_since >= _IDLE_EXIT and self._threads > 1:
                 return None
-            wait = self._heap[0][0] - now if self._heap else _IDLE_EXIT
             self._idle += 1
-            self._cond.wait(min(wait, _IDLE_EXIT))
+            if self._heap and not self._timer_waiting:
+                self._timer_waiting = True
+                self._timer.wait(min(self._heap[0][0] - now, _IDLE_EXIT))
+                self._timer_waiting = False
+            else:
+                self._cond.wait(_IDLE_EXIT)
             self._idle -= 1
 
     def _work(self) -> None:

@@ -309,7 +309,14 @@ class _Workers:
 
     def _work(self) -> None:
         while True:
-            future, fn = self._queue.get()
+            try:
+                future, fn = self._queue.get(timeout=_IDLE_EXIT)
+            except queue.Empty:
+                with self._lock:  # submit() queues under this lock: nothing can slip past
+                    if self._queue.empty():
+                        self._threads.remove(threading.current_thread())
+                        return  # idle: a thousand nodes keep no thousands of threads
+                continue
             if future is _STOP[0]:
                 return
             with self._lock:
@@ -333,6 +340,8 @@ def _no_outcome() -> Outcome:
 
 
 _STOP: tuple[futures.Future[Outcome], Callable[[], Outcome]] = (futures.Future(), _no_outcome)
+#: Seconds after which an idle worker thread of a node exits (the next action starts another).
+_IDLE_EXIT = 30.0
 
 
 def _key(action: _Executable) -> _Key:

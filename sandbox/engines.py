@@ -44,6 +44,17 @@ class EngineError(RuntimeError):
     """A sandboxed engine could not be started, stopped or removed."""
 
 
+#: A sandbox engine reaches registries on loopback only. Any other registry request (a pull of
+#: `no-such-image`, which dockerd would look up on Docker Hub) goes to a proxy address that
+#: nothing listens on and fails at once, so no test ever resolves or contacts a host off this
+#: machine, whatever image name a row holds.
+OFFLINE_PROXY = {
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "localhost,127.0.0.0/8,::1",
+}
+
+
 class SandboxEngine:
     """One sandboxed dockerd. Name, folder and port are fixed; the pid changes on restart.
 
@@ -224,6 +235,7 @@ class SandboxEngine:
         self._clear_stale_containerd()
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
         env["PATH"] = env.get("PATH", "") + ":" + _SYSTEM_PATH
+        env.update(OFFLINE_PROXY)
         with self.log_path.open("ab") as log:
             log.write(f"--- starting {self.name} on port {self.port} ---\n".encode())
             log.flush()

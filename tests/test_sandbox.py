@@ -204,11 +204,12 @@ def test_a_pull_from_off_this_machine_never_leaves_it(
 ) -> None:
     """A row may name any image, and the default pull policy pulls what is missing: the sandbox
     engines send every registry request but loopback ones to a proxy nobody listens on."""
-    with docker.APIClient(base_url=engines[0].unix_url, version="auto", timeout=30) as api:
-        with pytest.raises(
-            docker.errors.APIError, match=r"proxyconnect tcp: dial tcp 127\.0\.0\.1:9"
-        ):
-            api.pull("rcl-no-such-image", tag="nope")
+    refused = r"proxyconnect tcp: dial tcp 127\.0\.0\.1:9"
+    with (
+        docker.APIClient(base_url=engines[0].unix_url, version="auto", timeout=30) as api,
+        pytest.raises(docker.errors.APIError, match=refused),
+    ):
+        api.pull("rcl-no-such-image", tag="nope")
 
 
 # -- databases ----------------------------------------------------------------------------------

@@ -117,6 +117,18 @@ class Settings:
     retry_burst: _Positive = 20.0
     """Retries that may go at once before retries_per_second applies."""
 
+    strategy: Literal["spread", "binpack"] = "spread"
+    """Where a new row goes among the nodes that fit: spread (the least loaded) or binpack
+    (the most loaded that still fits)."""
+
+    overcommit: Annotated[float, Field(ge=0, le=100)] = 0.05
+    """A node's capacity for cpus/memory reservations is what its engine reports x (1 +
+    overcommit)."""
+
+    node_grace: Annotated[float, Field(ge=0)] = 30.0
+    """Seconds a node stays unhealthy before its rows (reschedule='on-node-failure', not
+    pinned) are placed on other nodes."""
+
     events_retention: Annotated[str, AfterValidator(_check_duration)] = "7d"
     """How long events are kept, however few there are: seconds, or a number with s, m, h or d
     (12h, 7d); 0 keeps them until events_kept trims them."""

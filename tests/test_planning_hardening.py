@@ -219,7 +219,7 @@ HOLD_CASES = [
         "placed-when-its-node-is-no-longer-registered",
         [row("web")],
         [node("n2")],
-        ([Create("web", N2, spec("web"), "h1")], None),
+        ([Create("web", N2, spec("web"), "h1", note="rescheduled from n1 (node removed)")], None),
         previous=was(cid=GONE_ID),
     ),
     case(

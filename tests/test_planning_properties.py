@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from collections.abc import Mapping
@@ -11,13 +12,16 @@ from hypothesis import strategies as st
 
 from reconciler import planning
 from reconciler.domain import (
+    Constraint,
     DesiredContainer,
     Health,
     NodeName,
     NodeSnapshot,
     ObservedContainer,
     Phase,
+    PortBinding,
 )
+from reconciler.planning.placement import Policy, Strategy, constraint_holds
 from tests.fakes import IMAGE, apply, cluster, container, node, row
 
 NODES = ("n1", "n2", "n3")
@@ -185,3 +189,84 @@ def test_the_plan_does_not_depend_on_input_order(
     assert planning.plan(desired, nodes, now=0.0) == planning.plan(
         shuffled_rows, shuffled_nodes, now=0.0
     )
+
+
+# -- scheduling (issue 11): capacity, host ports, constraints ---------------------------------
+
+GIB = 1024**3
+ZONES = ("a", "b")
+
+
+@st.composite
+def scheduled_rows(draw: st.DrawFn, prefix: str) -> list[DesiredContainer]:
+    """Unpinned rows with reservations, host ports and constraints."""
+    rows = []
+    for i in range(draw(st.integers(0, 8))):
+        base = row(f"{prefix}{i}")
+        assert base.spec is not None
+        port = draw(st.sampled_from([None, None, 8080, 8081]))
+        body = dataclasses.replace(
+            base.spec,
+            memory_bytes=draw(st.sampled_from([None, 1 * GIB, 3 * GIB, 5 * GIB])),
+            cpus=draw(st.sampled_from([None, 0.5, 1.0, 2.0])),
+            ports=(PortBinding(80, "tcp", port),) if port else (),
+        )
+        constraints = draw(
+            st.lists(
+                st.builds(
+                    Constraint,
+                    st.sampled_from(["node.name", "node.labels.zone", "engine.labels.disk"]),
+                    st.sampled_from([*NODES, *ZONES, "ssd"]),
+                    st.booleans(),
+                ),
+                max_size=2,
+            )
+        )
+        rows.append(dataclasses.replace(base, spec=body, constraints=tuple(constraints)))
+    return rows
+
+
+@st.composite
+def sized_nodes(draw: st.DrawFn) -> Cluster:
+    return cluster(
+        *(
+            dataclasses.replace(
+                node(name),
+                cpus=draw(st.integers(1, 4)),
+                memory_bytes=draw(st.sampled_from([4, 8, 10])) * GIB,
+                labels={"zone": draw(st.sampled_from(ZONES))},
+                engine_labels=draw(st.sampled_from([{}, {"disk": "ssd"}])),
+            )
+            for name in NODES
+        )
+    )
+
+
+@settings(max_examples=200)
+@given(
+    scheduled_rows("a"),
+    scheduled_rows("b"),
+    sized_nodes(),
+    st.sampled_from(list(Strategy)),
+)
+def test_placement_keeps_capacity_ports_and_constraints(
+    first: list[DesiredContainer],
+    second: list[DesiredContainer],
+    nodes: Cluster,
+    strategy: Strategy,
+) -> None:
+    policy = Policy(strategy=strategy)
+    after = apply(planning.plan(first, nodes, now=0.0, policy=policy), nodes, now=1.0)
+    rows = first + second
+    final = apply(planning.plan(rows, after, now=1.0, policy=policy), after, now=2.0)
+    by_name = {r.name: r for r in rows}
+    for snapshot in final.values():
+        placed = [by_name[c.desired_name] for c in snapshot.containers if c.desired_name]
+        specs = [r.spec for r in placed if r.spec is not None]
+        assert snapshot.cpus is not None and snapshot.memory_bytes is not None
+        assert sum(s.cpus or 0 for s in specs) <= snapshot.cpus * 1.05 + 1e-9
+        assert sum(s.memory_bytes or 0 for s in specs) <= snapshot.memory_bytes * 1.05
+        ports = [p.host_port for s in specs for p in s.ports if p.host_port]
+        assert len(ports) == len(set(ports)), ports
+        for r in placed:
+            assert all(constraint_holds(c, snapshot) for c in r.constraints), (r, snapshot)

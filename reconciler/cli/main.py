@@ -274,12 +274,41 @@ def node_ls(ctx: click.Context, fmt: output.Format, quiet: bool) -> None:
 
 @node.command("rm")
 @click.argument("name")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove it even though managed containers run there (they are left running, unseen; "
+    "their rows are rescheduled elsewhere).",
+)
 @click.pass_context
-def node_rm(ctx: click.Context, name: str) -> None:
-    """Stop following node NAME (its containers are left running)."""
-    if not _store(ctx).remove_node(name):
+def node_rm(ctx: click.Context, name: str, force: bool) -> None:
+    """Stop following node NAME (refused while managed containers run there; drain it first)."""
+    store = _store(ctx)
+    running = store.running_on(name)
+    if running and not force:
+        raise click.ClickException(
+            f"node {name} still runs {len(running)} managed container(s) "
+            f"({', '.join(running[:5])}{', …' if len(running) > 5 else ''}): "
+            f"drain it first (reconciler node drain {name}), or use --force"
+        )
+    if not store.remove_node(name):
         raise click.ClickException(f"no node named {name!r}")
     click.echo(f"node {name} has been removed")
+
+
+@node.command("drain")
+@click.argument("name")
+@click.pass_context
+def node_drain(ctx: click.Context, name: str) -> None:
+    """Move the containers of node NAME's unpinned rows to other nodes (each replacement is
+    started before its original is removed) and place nothing new there; pinned rows stay."""
+    store = _store(ctx)
+    if not store.drain_node(name):
+        raise click.ClickException(f"no node named {name!r}")
+    click.echo(f"node {name} is draining")
+    pinned = store.pinned_to(name)
+    if pinned:
+        click.echo(f"pinned rows that stay on {name}: {', '.join(pinned)}")
 
 
 def _set_schedulable(ctx: click.Context, name: str, *, schedulable: bool) -> None:
@@ -300,7 +329,7 @@ def node_cordon(ctx: click.Context, name: str) -> None:
 @click.argument("name")
 @click.pass_context
 def node_uncordon(ctx: click.Context, name: str) -> None:
-    """Let reconciler place containers on node NAME again."""
+    """Let reconciler place containers on node NAME again (ends a drain; moves nothing back)."""
     _set_schedulable(ctx, name, schedulable=True)
 
 

@@ -40,7 +40,10 @@ NODE_COLUMNS = (
     ("name", "NAME"),
     ("url", "URL"),
     ("health", "HEALTH"),
-    ("schedulable", "SCHEDULABLE"),
+    ("availability", "AVAILABILITY"),
+    ("containers", "CONTAINERS"),
+    ("reserved_cpus", "CPUS"),
+    ("reserved_memory", "MEMORY"),
     ("engine_version", "ENGINE"),
     ("last_error", "LAST ERROR"),
     ("last_seen_at", "LAST SEEN"),
@@ -104,6 +107,16 @@ def node_rows(items: Sequence[store_mod.NodeListing]) -> list[dict[str, Any]]:
             "last_error": n.last_error,
             "last_seen_at": _plain(n.last_seen_at),
             "consecutive_failures": n.consecutive_failures,
+            "availability": n.availability,
+            # Managed containers running / total, as classic swarm's ``docker info``.
+            "containers": None
+            if n.managed_total is None
+            else f"{n.managed_running}/{n.managed_total}",
+            "reserved_cpus": n.reserved_cpus,
+            "reserved_memory_bytes": n.reserved_memory_bytes,
+            "reserved_memory": None
+            if n.reserved_memory_bytes is None
+            else f"{n.reserved_memory_bytes / 2**30:.1f} GiB",
         }
         for n in items
     ]

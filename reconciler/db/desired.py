@@ -211,6 +211,8 @@ def _values(item: domain.DesiredContainer) -> dict[str, Any]:
         if s.healthcheck is None
         else {k: v for k, v in dataclasses.asdict(s.healthcheck).items() if v is not None}
         | {"test": list(s.healthcheck.test)},
+        "constraints": [str(c) for c in item.constraints],
+        "reschedule": item.reschedule.value,
     }
 
 

@@ -74,8 +74,14 @@ nodes = sa.Table(
     sa.Column("tls_client_cert", sa.Text, nullable=True),
     sa.Column("tls_client_key", sa.Text, nullable=True),
     sa.Column("allow_insecure_tcp", sa.Boolean, nullable=False, server_default=FALSE),
+    sa.Column("drain", sa.Boolean, nullable=False, server_default=FALSE),
     # -- controller-owned ---------------------------------------------------------------
     sa.Column("health", sa.String(16), nullable=False, server_default=sa.text("'pending'")),
+    sa.Column("unhealthy_since", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("reserved_cpus", sa.Float, nullable=True),
+    sa.Column("reserved_memory_bytes", sa.BigInteger, nullable=True),
+    sa.Column("managed_running", sa.Integer, nullable=True),
+    sa.Column("managed_total", sa.Integer, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default=sa.text("0")),
@@ -111,6 +117,10 @@ desired_containers = sa.Table(
     sa.Column("user", sa.Text, nullable=True),
     sa.Column("workdir", sa.Text, nullable=True),
     sa.Column("stop_timeout", sa.Integer, nullable=True),
+    sa.Column("constraints", Json, nullable=False, server_default=EMPTY_ARRAY),
+    sa.Column(
+        "reschedule", sa.String(32), nullable=False, server_default=sa.text("'on-node-failure'")
+    ),
     *_timestamps(),
     *_lifecycle(),
 )

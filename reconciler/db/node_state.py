@@ -38,6 +38,11 @@ def write_health(
     }
     if seen_at is not None:
         values["last_seen_at"] = seen_at
+    if health is Health.UNHEALTHY:
+        # When it became unhealthy: kept while it stays so (the node grace counts from here).
+        values["unhealthy_since"] = sa.func.coalesce(_t.c.unhealthy_since, sa.func.now())
+    elif health is Health.HEALTHY:
+        values["unhealthy_since"] = None
     updated = conn.execute(_t.update().where(_t.c.name == node).values(**values)).rowcount > 0
     if updated and event is not None:
         events.record(conn, event.object, event.reason, event.message, type=event.type)

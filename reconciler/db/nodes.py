@@ -13,7 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from reconciler.db import engine as db_engine
-from reconciler.db import models
+from reconciler.db import models, scheduling
 from reconciler.domain import NodeName, NodeRow
 
 _t = models.nodes
@@ -47,6 +47,7 @@ def list_nodes(conn: sa.Connection) -> list[NodeRow]:
             _t.c.tls_client_key,
             _t.c.allow_insecure_tcp,
             _t.c.id,
+            _t.c.drain,
         ).order_by(_t.c.name)
     )
     return [
@@ -55,6 +56,7 @@ def list_nodes(conn: sa.Connection) -> list[NodeRow]:
             url=r.url,
             labels=_labels(r.labels),
             schedulable=bool(r.schedulable),
+            drain=bool(r.drain),
             tls_ca_cert=r.tls_ca_cert,
             tls_client_cert=r.tls_client_cert,
             tls_client_key=r.tls_client_key,
@@ -83,6 +85,13 @@ class NodeListing:
     last_error: str | None
     last_seen_at: datetime | None
     consecutive_failures: int
+    #: active, cordoned, draining (managed containers of unpinned rows still there), drained.
+    availability: str = "active"
+    #: Controller-owned: the reservations of the rows placed here, managed containers.
+    reserved_cpus: float | None = None
+    reserved_memory_bytes: int | None = None
+    managed_running: int | None = None
+    managed_total: int | None = None
 
 
 def add_node(conn: sa.Connection, node: NodeRow) -> None:
@@ -117,7 +126,12 @@ def set_schedulable(conn: sa.Connection, name: str, *, schedulable: bool) -> boo
     result = conn.execute(
         _t.update()
         .where(_t.c.name == name)
-        .values(schedulable=schedulable, updated_at=sa.func.now())
+        # Uncordon also ends a drain (it moves nothing back).
+        .values(
+            schedulable=schedulable,
+            **({"drain": False} if schedulable else {}),
+            updated_at=sa.func.now(),
+        )
     )
     return result.rowcount > 0
 
@@ -136,6 +150,11 @@ def list_node_status(conn: sa.Connection) -> list[NodeListing]:
             _t.c.last_error,
             _t.c.last_seen_at,
             _t.c.consecutive_failures,
+            _t.c.drain,
+            _t.c.reserved_cpus,
+            _t.c.reserved_memory_bytes,
+            _t.c.managed_running,
+            _t.c.managed_total,
         ).order_by(_t.c.name)
     )
     return [
@@ -150,6 +169,18 @@ def list_node_status(conn: sa.Connection) -> list[NodeListing]:
             last_error=r.last_error,
             last_seen_at=r.last_seen_at,
             consecutive_failures=int(r.consecutive_failures or 0),
+            availability=_availability(conn, r.name, bool(r.schedulable), bool(r.drain)),
+            reserved_cpus=r.reserved_cpus,
+            reserved_memory_bytes=r.reserved_memory_bytes,
+            managed_running=r.managed_running,
+            managed_total=r.managed_total,
         )
-        for r in rows
+        for r in rows.all()
     ]
+
+
+def _availability(conn: sa.Connection, name: str, schedulable: bool, drain: bool) -> str:
+    if not drain:
+        return "active" if schedulable else "cordoned"
+    moving = [c for c in scheduling.managed_on(conn, name) if not c.pinned]
+    return "draining" if moving else "drained"

@@ -39,6 +39,7 @@ from reconciler.db import (
     node_state,
     nodes,
     observed,
+    scheduling,
     status,
 )
 from reconciler.db import engine as db_engine
@@ -56,6 +57,7 @@ StatusCache = status.StatusCache
 SchemaMismatch = migrate.SchemaMismatch
 NodeExists = nodes.NodeExists
 NodeListing = nodes.NodeListing
+NodeUsage = scheduling.NodeUsage
 DesiredWithStatus = desired.DesiredWithStatus
 UpsertResult = desired.UpsertResult
 Watcher = watch_mod.Watcher
@@ -393,6 +395,30 @@ class Store:
     def set_schedulable(self, name: str, *, schedulable: bool) -> bool:
         with self.sql.begin() as conn:
             return nodes.set_schedulable(conn, name, schedulable=schedulable)
+
+    @_reported
+    def drain_node(self, name: str) -> bool:
+        """Mark node ``name`` draining and unschedulable; False if there is no such node."""
+        with self.sql.begin() as conn:
+            return scheduling.set_drain(conn, name)
+
+    @_reported
+    def pinned_to(self, name: str) -> list[str]:
+        """The desired rows pinned to node ``name``."""
+        with self.sql.connect() as conn:
+            return scheduling.pinned_to(conn, name)
+
+    @_reported
+    def running_on(self, name: str) -> list[str]:
+        """Desired names with a managed container running on node ``name``."""
+        with self.sql.connect() as conn:
+            return scheduling.running_on(conn, name)
+
+    @_reported
+    def write_node_usage(self, usage: Mapping[domain.NodeName, scheduling.NodeUsage]) -> None:
+        """Store the nodes' reservations and managed container counts (``node ls``)."""
+        with self.sql.begin() as conn:
+            scheduling.write_usage(conn, usage)
 
     @_reported
     def list_node_status(self) -> list[NodeListing]:

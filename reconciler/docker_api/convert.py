@@ -117,7 +117,24 @@ def observed(raw: Mapping[str, Any], *, node: domain.NodeName) -> domain.Observe
         exit_code=state.get("ExitCode"),
         created=epoch(raw.get("Created")),
         health=(state.get("Health") or {}).get("Status") or None,
+        ports=host_ports(raw),
     )
+
+
+def host_ports(raw: Mapping[str, Any]) -> tuple[domain.PortBinding, ...]:
+    """The host ports a container holds while it runs: its requested bindings
+    (``HostConfig.PortBindings``; the engine's own view, ``NetworkSettings.Ports``, is empty
+    without a bridge network)."""
+    bindings = (raw.get("HostConfig") or {}).get("PortBindings") or {}
+    found = []
+    for key, hosts in bindings.items():
+        port, _, protocol = str(key).partition("/")
+        for host in hosts or []:
+            text = str((host or {}).get("HostPort") or "")
+            if text.isdigit() and port.isdigit():
+                ip = (host or {}).get("HostIp") or None
+                found.append(domain.PortBinding(int(port), protocol or "tcp", int(text), ip))
+    return tuple(found)
 
 
 def image(raw: Mapping[str, Any], *, node: domain.NodeName) -> domain.ObservedImage:

@@ -68,6 +68,13 @@ class Cluster:
     ) -> None:
         self._store = store
         self._writing = writing
+        #: Seconds after a node turns unhealthy when its rows may be rescheduled: a pass is
+        #: woken then (the planner decides; nothing else may change meanwhile).
+        self.node_grace = (
+            settings.node_grace
+            if isinstance(settings, settings_mod.Settings)
+            else settings_mod.DEFAULTS.node_grace
+        )
         if isinstance(settings, settings_mod.Settings):
             settings = NodeSettings.from_config(settings)
         self.settings = settings or NodeSettings()
@@ -322,6 +329,13 @@ class Cluster:
         )
         if transition is not None:
             self._on_change()
+            if state.health is domain.Health.UNHEALTHY:
+                self._wake_after_grace()
+
+    def _wake_after_grace(self) -> None:
+        timer = threading.Timer(self.node_grace + 0.5, self._on_change)
+        timer.daemon = True
+        timer.start()
 
     def specs_read(self, node: domain.NodeName, info: domain.EngineInfo) -> None:
         self._write(functools.partial(self._store.write_engine_info, node=node, info=info))

@@ -97,6 +97,7 @@ class Node:
         self._client: docker_api.EngineClient | None = None
         self._monitor: monitor.EventMonitor | None = None
         self._info: domain.EngineInfo | None = None
+        self._unhealthy_since: float | None = None
         self._cache = containers.ContainerCache(node=row.name, installation=installation)
         self._refreshed = False
         self._last_alive = 0.0
@@ -188,8 +189,22 @@ class Node:
                     labels=dict(self._row.labels),
                     refreshed=self._refreshed,
                     suspect=suspect,
+                    cpus=self._info.cpus if self._info else None,
+                    memory_bytes=self._info.memory_bytes if self._info else None,
+                    engine_labels=dict(self._info.labels) if self._info else {},
+                    drain=self._row.drain,
+                    unhealthy_since=self._unhealthy_clock(),
                 )
             return self._snapshot
+
+    def _unhealthy_clock(self) -> float | None:
+        """Epoch seconds since when the node has been unhealthy (the first snapshot after the
+        transition, which wakes a pass at once); None while it is not. Under ``_lock``."""
+        if self._health.health is not domain.Health.UNHEALTHY:
+            self._unhealthy_since = None
+        elif self._unhealthy_since is None:
+            self._unhealthy_since = time.time()
+        return self._unhealthy_since
 
     def refresh_containers(self, ids: Iterable[str]) -> None:
         """Inspect ``ids`` now, on the caller's thread (gone ones are dropped); raises the
@@ -241,6 +256,8 @@ class Node:
             self._snapshot = None
             if transition is not None:
                 self._refreshed = False
+                if state.health is domain.Health.UNHEALTHY:
+                    self._unhealthy_since = time.time()
         if transition is not None:
             log.warning("%s", transition.message)
             self._teardown()

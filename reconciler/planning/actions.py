@@ -40,6 +40,9 @@ class Create:
     spec: ContainerSpec
     spec_hash: str
     start: bool = True
+    #: Why a row that had a place is placed again (``rescheduled from n3 (unhealthy for
+    #: 30 s)``), for its status message and event; empty for a first placement.
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,6 @@ no randomness: the same inputs always give the same plan. The rules, one small f
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from types import MappingProxyType
@@ -52,10 +51,12 @@ from reconciler.domain import (
     NodeSnapshot,
     ObservedContainer,
     Phase,
+    PortBinding,
+    Reschedule,
     StatusRow,
 )
 from reconciler.planning import backoff as backoff_policy
-from reconciler.planning import lifecycle
+from reconciler.planning import lifecycle, placement
 from reconciler.planning.actions import (
     Action,
     Blocked,
@@ -98,6 +99,10 @@ class _View(NamedTuple):
     stale: AbstractSet[ContainerId]
     previous: Mapping[str, StatusRow]  # desired name → its status row as the last pass left it
     now: float
+    policy: placement.Policy
+    lost: Mapping[NodeName, float]  # node unhealthy for at least the grace → seconds unhealthy
+    draining: AbstractSet[NodeName]  # usable nodes with nodes.drain set
+    held_ports: Mapping[NodeName, tuple[PortBinding, ...]]  # host ports of unmanaged containers
 
 
 def plan(
@@ -108,6 +113,7 @@ def plan(
     backoff: Mapping[str, RowBackoff] | None = None,
     stale_tasks: AbstractSet[ContainerId] = frozenset(),
     previous: Mapping[str, StatusRow] | None = None,
+    policy: placement.Policy | None = None,
 ) -> Plan:
     """Decide what converges ``nodes`` onto ``desired`` at ``now``.
 
@@ -120,7 +126,7 @@ def plan(
     equal inputs give equal plans whatever their order.
     """
     before = previous or {}
-    index, view = _survey(nodes, stale_tasks, before, now)
+    index, view = _survey(nodes, stale_tasks, before, now, policy or placement.Policy())
     rows = _unique_by_name(desired)
     holds = backoff if backoff is not None else backoff_entries(before)
     # Most rows of an idle pass are settled: their one container already matches them.
@@ -137,16 +143,17 @@ def plan(
         found = index.get(row.name, ())
         if not found and row.spec is not None and (held := _held(row, view)) is not None:
             planned[row.name] = held
-        elif found or row.node is not None or row.spec is None:
+        elif (found and not _moves(row, found, view)) or row.spec is None:
             planned[row.name] = _hold_back(row, _plan_existing(row, found, view), holds, now)
-    kept_on = [s.node for s in settled.values()] + [p.node for p in planned.values()]
-    load = Counter(node for node in kept_on if node is not None)
+    usage = _usage(rows, settled, planned, view)
     for row in rows:
         if row.name not in planned and row.name not in settled:
-            new = _hold_back(row, _place(row, view, load), holds, now)
+            found = index.get(row.name, ())
+            new = _hold_back(row, _place(row, found, view, usage), holds, now)
             planned[row.name] = new
-            if new.node is not None:
-                load[new.node] += 1  # the only running total of the pass: spreads a batch evenly
+            if new.node is not None and new.node in usage:
+                # The only running total of the pass: spreads a batch, never overfills a node.
+                usage[new.node].add(row.spec)
     actions = [a for row in rows if row.name in planned for a in planned[row.name].actions]
     actions.extend(_remove_orphans(index, planned.keys() | settled.keys(), view))
     statuses = settled | {name: p.status for name, p in planned.items() if p.status is not None}
@@ -168,6 +175,7 @@ def _survey(
     stale: AbstractSet[ContainerId],
     previous: Mapping[str, StatusRow],
     now: float,
+    policy: placement.Policy,
 ) -> tuple[Mapping[str | None, Sequence[ObservedContainer]], _View]:
     """Managed containers by desired name (None: managed but nameless), and a view of the nodes.
 
@@ -176,22 +184,44 @@ def _survey(
     """
     index: dict[str | None, list[ObservedContainer]] = {}
     taken: dict[NodeName, AbstractSet[str]] = {}
+    held_ports: dict[NodeName, tuple[PortBinding, ...]] = {}
     for name, node in nodes.items():
         if node.duplicate_of is not None:
             taken[name] = frozenset()
             continue
         unmanaged = []
+        ports: list[PortBinding] = []
         for c in node.containers:
             labels = c.labels
             if c.managed:  # labelled, and not by another installation
                 index.setdefault(labels.get(NAME_LABEL), []).append(c)
             else:
                 unmanaged.append(c.name.lstrip("/"))
+                if c.ports and c.running:
+                    ports.extend(p for p in c.ports if p.host_port)
         taken[name] = frozenset(unmanaged)
+        held_ports[name] = tuple(ports)
     usable = frozenset(n for n, s in nodes.items() if _unavailable(s) is None)
     # A suspect node (stopped answering, not unhealthy yet) keeps its rows but gets no new one.
-    placeable = tuple(sorted(n for n in usable if nodes[n].schedulable and not nodes[n].suspect))
-    return index, _View(nodes, usable, placeable, taken, stale, previous, now)
+    placeable = tuple(
+        sorted(
+            n
+            for n in usable
+            if nodes[n].schedulable and not nodes[n].suspect and not nodes[n].drain
+        )
+    )
+    lost = {
+        n: now - s.unhealthy_since
+        for n, s in nodes.items()
+        if s.health is Health.UNHEALTHY
+        and s.unhealthy_since is not None
+        and now - s.unhealthy_since >= policy.node_grace
+    }
+    draining = frozenset(n for n in usable if nodes[n].drain)
+    view = _View(
+        nodes, usable, placeable, taken, stale, previous, now, policy, lost, draining, held_ports
+    )
+    return index, view
 
 
 def _unique_by_name(desired: Sequence[DesiredContainer]) -> tuple[DesiredContainer, ...]:
@@ -253,7 +283,12 @@ def _plan_existing(
     return decided._replace(actions=(*duplicates, *actions))
 
 
-def _decide(row: DesiredContainer, kept: ObservedContainer | None, view: _View) -> _RowPlan:
+def _decide(
+    row: DesiredContainer,
+    kept: ObservedContainer | None,
+    view: _View,
+    usage: Mapping[NodeName, placement.Usage] | None = None,
+) -> _RowPlan:
     """What the row needs, given the one container it keeps (if any)."""
     if row.spec is None or row.spec_hash is None:
         return _blocked(row, Phase.FAILED, row.error or "invalid row", "invalid row", kept)
@@ -268,10 +303,10 @@ def _decide(row: DesiredContainer, kept: ObservedContainer | None, view: _View) 
     unavailable = _unavailable(target)
     if unavailable is not None:
         return _blocked(row, Phase.PENDING, *unavailable[1:], kept)
-    if not target.schedulable:
-        reason = f"node {pinned} is cordoned"
+    if not target.schedulable or target.drain:
+        reason = f"node {pinned} is {'draining' if target.drain else 'cordoned'}"
         return _blocked(row, Phase.UNSCHEDULABLE, reason, f"{pinned} cordoned", kept)
-    return _create(row, [pinned], view, replacing=kept)
+    return _create(row, [pinned], view, replacing=kept, usage=usage)
 
 
 def _keeper(
@@ -281,11 +316,18 @@ def _keeper(
     if len(found) == 1:
         return found[0]
 
-    def rank(c: ObservedContainer) -> tuple[bool, bool, bool, bool, float, str]:
+    old = view.previous.get(row.name)
+    placed = old.container_id if old is not None else None
+
+    def rank(c: ObservedContainer) -> tuple[bool, bool, bool, bool, bool, bool, float, str]:
         return (
             c.node not in view.usable,
             row.node is not None and c.node != row.node,
             not c.running,
+            row.node is None and c.node in view.draining,
+            # Where the row is placed now (its status row): a copy left on a node that was
+            # lost and came back is removed, whatever its age.
+            c.id != placed,
             c.spec_hash != row.spec_hash,
             c.created if c.created is not None else float("inf"),
             c.id,
@@ -314,8 +356,71 @@ def _keep(row: DesiredContainer, kept: ObservedContainer, view: _View) -> _RowPl
     if unavailable is None:
         return _converge(row, kept, view)
     moving = f"; the row is pinned to {row.node}" if row.node not in (None, kept.node) else ""
+    moving += _not_moved(row, kept.node, view)
     status = RowStatus(Phase.UNKNOWN, kept.node, kept.id, unavailable[1] + moving)
     return _RowPlan((), status, kept.node, kept)
+
+
+def _not_moved(row: DesiredContainer, node: NodeName, view: _View) -> str:
+    """Why a row on lost node ``node`` stays there (empty when it is not lost)."""
+    if node not in view.lost:
+        return ""
+    seconds = f"{view.lost[node]:.0f} s"
+    if row.node is not None:
+        return f" for {seconds}; not rescheduled: the row is pinned to {row.node}"
+    if row.reschedule is Reschedule.NEVER:
+        return f" for {seconds}; not rescheduled: reschedule is 'never'"
+    return ""
+
+
+def _movable(row: DesiredContainer) -> bool:
+    return row.node is None and row.reschedule is Reschedule.ON_NODE_FAILURE
+
+
+def _moves(row: DesiredContainer, found: Sequence[ObservedContainer], view: _View) -> bool:
+    """Should a row with containers be placed anew? When all of them are on a lost node (it is
+    rescheduled), or on draining nodes (a replacement starts before the original goes)."""
+    if row.node is not None:
+        return False
+    if all(c.node in view.draining for c in found):
+        return True
+    return (
+        _movable(row)
+        and all(c.node not in view.usable for c in found)
+        and any(c.node in view.lost for c in found)
+    )
+
+
+def _note(row: DesiredContainer, found: Sequence[ObservedContainer], view: _View) -> str:
+    """Why a row that had a place is being placed again, for its status row and event."""
+    old = view.previous.get(row.name)
+    was = found[0].node if found else (old.node if old and old.container_id else None)
+    if was is None:
+        return ""
+    if was in view.lost:
+        return f"rescheduled from {was} (unhealthy for {view.lost[was]:.0f} s)"
+    if was in view.draining:
+        return f"moved off draining node {was}"
+    if was not in view.nodes:
+        return f"rescheduled from {was} (node removed)"
+    return ""
+
+
+def _usage(
+    rows: Sequence[DesiredContainer],
+    settled: Mapping[str, RowStatus],
+    planned: Mapping[str, _RowPlan],
+    view: _View,
+) -> dict[NodeName, placement.Usage]:
+    """Each node's load before new rows are placed: the rows kept there, unmanaged ports."""
+    usage = {n: placement.Usage(ports=list(view.held_ports.get(n, ()))) for n in view.nodes}
+    specs = {row.name: row.spec for row in rows}
+    for name, node in [(n, s.node) for n, s in settled.items()] + [
+        (n, p.node) for n, p in planned.items()
+    ]:
+        if node is not None and node in usage:
+            usage[node].add(specs.get(name))
+    return usage
 
 
 #: Per desired state: the container states that already satisfy it, and the phase to report.
@@ -338,6 +443,8 @@ def _settled(
     c = found[0]
     if c.node not in view.usable or row.node not in (None, c.node) or c.id in view.stale:
         return None
+    if row.node is None and c.node in view.draining:
+        return None  # to be moved off its node
     if c.labels.get(SPEC_HASH_LABEL) != row.spec_hash:
         return None
     docker_name = c.name.lstrip("/")
@@ -443,7 +550,10 @@ def _held(row: DesiredContainer, view: _View) -> _RowPlan | None:
     unavailable = _unavailable(snapshot)
     if unavailable is None:
         return None
+    if old.node in view.lost and _movable(row):
+        return None  # lost: rescheduled
     moving = f"; the row is pinned to {row.node}" if row.node not in (None, old.node) else ""
+    moving += _not_moved(row, old.node, view)
     status = RowStatus(Phase.UNKNOWN, old.node, old.container_id, unavailable[1] + moving)
     return _RowPlan((), status, old.node)
 
@@ -477,28 +587,68 @@ def _create(
     view: _View,
     *,
     replacing: ObservedContainer | None = None,
-    load: Mapping[NodeName, int] | None = None,
+    usage: Mapping[NodeName, placement.Usage] | None = None,
+    excluded: Sequence[str] = (),
+    note: str = "",
 ) -> _RowPlan:
-    """Create the row on the least loaded of ``candidates`` that can take it.
+    """Create the row on the node of ``candidates`` the strategy picks among those that can
+    take it (constraints, reservations, host ports, then image and name).
 
     ``replacing`` (on another node) is removed at the same time, and only if a candidate fits.
+    Without ``usage`` (a pinned row moving between nodes) reservations are not checked.
+    ``excluded`` are the reasons other nodes were left out (``"n1 cordoned"``), for the message.
     """
     assert row.spec is not None and row.spec_hash is not None
+    if usage is not None:
+        reasons = list(excluded)
+        allowed = []
+        for n in candidates:
+            why = placement.exclusion(row, view.nodes[n], usage[n], view.policy)
+            if why is None:
+                allowed.append(n)
+            else:
+                reasons.append(f"{n} {why}")
+        if not allowed:
+            reason = "no node fits: " + "; ".join(sorted(reasons))
+            return _blocked(row, Phase.UNSCHEDULABLE, reason, "no node fits", replacing)
+        candidates = allowed
     fits = [n for n in candidates if _unfit(row.spec, [n], view) is None]
     if not fits:
         unfit = _unfit(row.spec, candidates, view)
         assert unfit is not None
         return _blocked(row, Phase.FAILED, *unfit, replacing)
-    node = min(fits, key=lambda n: ((load or {}).get(n, 0), n))
-    create = Create(row.name, node, row.spec, row.spec_hash, row.state is DesiredState.RUNNING)
+    # Among equally loaded nodes, one that already has the image is preferred.
+    image = row.spec.image
+    with_image = frozenset(n for n in fits if view.nodes[n].has_image(image))
+    node = placement.choose(fits, view.nodes, usage or {}, view.policy.strategy, with_image)
+    start = row.state is DesiredState.RUNNING
+    create = Create(row.name, node, row.spec, row.spec_hash, start, note)
     before = _others([replacing] if replacing else [], None, view, RemoveReason.REPLACED)
     return _RowPlan((*before, create), None, node)
 
 
-def _place(row: DesiredContainer, view: _View, load: Mapping[NodeName, int]) -> _RowPlan:
-    """Place a new, unpinned row on a healthy, refreshed, schedulable node."""
+def _place(
+    row: DesiredContainer,
+    found: Sequence[ObservedContainer],
+    view: _View,
+    usage: Mapping[NodeName, placement.Usage],
+) -> _RowPlan:
+    """Place a row that has no place (new, rescheduled, or moving off a draining node) on a
+    healthy, refreshed, schedulable node that fits; a pinned row on its node."""
+    if row.node is not None:
+        return _decide(row, None, view, usage)
+    note = _note(row, found, view)
     if view.placeable:
-        return _create(row, view.placeable, view, load=load)
+        excluded = [
+            f"{n} {_why_not(view.nodes[n])}" for n in sorted(view.nodes) if n not in view.placeable
+        ]
+        planned = _create(row, view.placeable, view, usage=usage, excluded=excluded, note=note)
+        if found and not any(isinstance(a, Create) for a in planned.actions):
+            # Moving off a draining node and no node fits: it stays where it is.
+            return _plan_existing(row, found, view)
+        return planned
+    if found:
+        return _plan_existing(row, found, view)
     why = [
         (_unavailable(view.nodes[n]) or ("", "", _unplaceable(view.nodes[n])))[2]
         for n in sorted(view.nodes)
@@ -507,7 +657,19 @@ def _place(row: DesiredContainer, view: _View, load: Mapping[NodeName, int]) -> 
     return _blocked(row, Phase.UNSCHEDULABLE, reason, "no schedulable node", None)
 
 
+def _why_not(node: NodeSnapshot) -> str:
+    """Why a node takes no new row (it is not in ``_View.placeable``), in a word or two."""
+    unavailable = _unavailable(node)
+    if unavailable is not None:
+        return unavailable[2].removeprefix(f"{node.name} ")
+    if node.drain:
+        return "draining"
+    return "not answering" if node.suspect else "cordoned"
+
+
 def _unplaceable(node: NodeSnapshot) -> str:
+    if node.drain:
+        return f"{node.name} draining"
     return f"{node.name} not answering" if node.suspect else f"{node.name} cordoned"
 
 

@@ -29,8 +29,8 @@ from typing import Protocol
 
 from reconciler import planning
 from reconciler.db import store as store_mod
-from reconciler.domain import DesiredContainer, NodeName, NodeSnapshot, Phase
-from reconciler.planning import backoff, statuses
+from reconciler.domain import DesiredContainer, Health, NodeName, NodeSnapshot, Phase
+from reconciler.planning import backoff, placement, statuses
 from reconciler.runtime import executor
 from reconciler.runtime import services as services_hook
 from reconciler.settings import Settings
@@ -77,6 +77,12 @@ class Controller:
         self._status_every = status_every
         self._cluster = cluster
         self._settings = settings
+        self._usage: dict[NodeName, tuple[float, int, int, int]] = {}
+        self._placement = placement.Policy(
+            strategy=placement.Strategy(settings.strategy),
+            overcommit=settings.overcommit,
+            node_grace=settings.node_grace,
+        )
         self._clock = clock
         self._services = services_hook.ServiceHook(store)
         self._jitter = jitter
@@ -110,6 +116,7 @@ class Controller:
             now=self._clock(),
             backoff=backoffs,
             previous=self._status.rows(),
+            policy=self._placement,
         )
 
     def reset(self) -> None:
@@ -136,6 +143,7 @@ class Controller:
         )
         wanted = self._status_rows(rows, the_plan, limited, outcomes, now=self._clock())
         written = self._record(wanted, [o for o in outcomes if not progress.recorded(o)])
+        self._write_usage(rows)
         result = PassResult(the_plan, tuple(outcomes), written, time.monotonic() - started)
         if the_plan.changes:
             log.info("pass: %s (%.2fs)", the_plan.summary(), result.seconds)
@@ -159,13 +167,20 @@ class Controller:
             last is not None
             and not backoffs
             and last[0] is rows
+            # An unhealthy node's rows move once its grace is over: that depends on ``now``.
+            and not any(s.health is Health.UNHEALTHY for s in snapshots.values())
             and len(last[1]) == len(snapshots)
             and all(snapshots.get(name) is snap for name, snap in last[1].items())
         ):
             return last[2]
         assert self._status is not None
         the_plan = planning.plan(
-            rows, snapshots, now=now, backoff=backoffs, previous=self._status.rows()
+            rows,
+            snapshots,
+            now=now,
+            backoff=backoffs,
+            previous=self._status.rows(),
+            policy=self._placement,
         )
         self._last_plan = (rows, dict(snapshots), the_plan)
         return the_plan
@@ -218,6 +233,16 @@ class Controller:
         return allowed, limited
 
     # -- record -------------------------------------------------------------------------
+
+    def _write_usage(self, rows: Sequence[DesiredContainer]) -> None:
+        """The nodes' reservations and managed containers (``node ls``), when they changed."""
+        usage = placement.node_usage(rows, self._cluster.snapshots())
+        if usage == self._usage:
+            return
+        self._store.write_node_usage(
+            {node: store_mod.NodeUsage(*values) for node, values in usage.items()}
+        )
+        self._usage = usage
 
     def _status_rows(
         self,

@@ -376,6 +376,8 @@ def _dispatch(
                 client, wanted, hash_, start=start, installation=handle.installation
             )
             _refresh(handle, [cid])
+            if action.note:  # "rescheduled from n3 (unhealthy for 30 s)"
+                message = f"{message}: {action.note}"
             return _ok(action, _phase(start), node, cid, message)
         case planning.Recreate(node=node, container_id=old, spec=wanted, spec_hash=hash_):
             _stop_and_remove(client, old, timeout=wanted.stop_timeout)

@@ -38,7 +38,16 @@ MAX_NAME_LENGTH = 253
 #: Docker refuses a memory limit below 6 MiB.
 MIN_MEMORY_BYTES = 6 * 1024 * 1024
 RESERVED_LABEL_PREFIX = "reconciler."
-JSON_FIELDS = ("command", "entrypoint", "env", "labels", "ports", "mounts", "healthcheck")
+JSON_FIELDS = (
+    "command",
+    "entrypoint",
+    "env",
+    "labels",
+    "ports",
+    "mounts",
+    "healthcheck",
+    "constraints",
+)
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", re.IGNORECASE | re.ASCII)
 #: The largest values the SQL columns (BIGINT, INTEGER) can hold.
 MAX_BIGINT = 2**63 - 1
@@ -285,6 +294,8 @@ class RowModel(_Strict):
     user: str | None = None
     workdir: str | None = None
     stop_timeout: int | None = pydantic.Field(default=None, ge=0, le=MAX_INTEGER)
+    constraints: list[str] = pydantic.Field(default_factory=list)
+    reschedule: domain.Reschedule = domain.Reschedule.ON_NODE_FAILURE
 
     @pydantic.field_validator("name", mode="before")
     @classmethod
@@ -348,6 +359,32 @@ class RowModel(_Strict):
         if len(node) > MAX_NAME_LENGTH or not NODE_NAME_RE.fullmatch(node):
             raise fail(f"must be a node name ({NODE_NAME_PATTERN}) or null, got {show(node)}")
         return node
+
+    @pydantic.field_validator("constraints", mode="before")
+    @classmethod
+    def _constraints(cls, value: Any, info: pydantic.ValidationInfo) -> list[str]:
+        value = _decoded(value, info)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise fail(f'must be a list such as ["node.labels.zone==a"], got {show(value)}')
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise fail(f"item {i} must be a string, got {show(item)}")
+            try:
+                parse_constraint(item)
+            except ValueError as e:
+                raise fail(f"item {i}: {e}") from None
+        return [str(parse_constraint(item)) for item in value]
+
+    @pydantic.field_validator("reschedule", mode="before")
+    @classmethod
+    def _reschedule(cls, value: Any) -> domain.Reschedule:
+        if value is None:
+            return domain.Reschedule.ON_NODE_FAILURE
+        if value not in ("on-node-failure", "never"):
+            raise fail(f"must be 'on-node-failure' or 'never', got {show(value)}")
+        return domain.Reschedule(value)
 
     @pydantic.field_validator("state", mode="before")
     @classmethod
@@ -419,6 +456,29 @@ class RowModel(_Strict):
             if targets.count(target) > 1:
                 raise fail(f"mounts: target {target!r} is mounted twice")
         return self
+
+
+_CONSTRAINT_RE = re.compile(r"\s*([a-zA-Z0-9_.\-/]+)\s*(==|!=)\s*(.*?)\s*\Z", re.ASCII | re.DOTALL)
+_CONSTRAINT_KEYS = ("node.name", "node.labels.<k>", "engine.labels.<k>")
+
+
+def parse_constraint(text: str) -> domain.Constraint:
+    """``"node.labels.zone==a"`` → ``Constraint("node.labels.zone", "a")``; ValueError with
+    words for people when the expression is malformed or its key unknown."""
+    found = _CONSTRAINT_RE.fullmatch(text)
+    if found is None:
+        raise ValueError(f"must look like KEY==VALUE or KEY!=VALUE, got {show(text)}")
+    key, op, value = found.groups()
+    known = key == "node.name" or (
+        key.startswith(("node.labels.", "engine.labels."))
+        and key.count(".") >= 2
+        and key.split(".", 2)[2] != ""
+    )
+    if not known:
+        raise ValueError(f"unknown key {key!r}; known: {', '.join(_CONSTRAINT_KEYS)}")
+    if not value or "==" in value or "!=" in value:
+        raise ValueError(f"must look like KEY==VALUE or KEY!=VALUE, got {show(text)}")
+    return domain.Constraint(key, value, op == "==")
 
 
 def _unstorable(value: object) -> str | None:

@@ -161,6 +161,8 @@ def _desired(row: spec_model.RowModel) -> domain.DesiredContainer:
         node=None if row.node is None else domain.NodeName(row.node),
         spec=spec,
         spec_hash=spec_hash(spec),
+        constraints=tuple(spec_model.parse_constraint(c) for c in row.constraints),
+        reschedule=row.reschedule,
     )
 
 

@@ -61,9 +61,21 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _views_survive_table_rebuilds(connection: sa.Connection) -> None:
+    """SQLite: let batch mode rebuild a table that views read (revision 0007's views).
+
+    Batch mode copies a table, drops it and renames the copy; since SQLite 3.26 the rename
+    re-checks every view, which then names a missing table and fails. The legacy behaviour
+    renames without that check, and the views find the rebuilt table by name.
+    """
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("PRAGMA legacy_alter_table = ON")
+
+
 def run_migrations_online() -> None:
     given = config.attributes.get("connection")
     if given is not None:
+        _views_survive_table_rebuilds(given)
         _configure(connection=given)
         with context.begin_transaction():
             context.run_migrations()
@@ -71,6 +83,7 @@ def run_migrations_online() -> None:
     engine = db_engine.make_engine(_url(), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
+            _views_survive_table_rebuilds(connection)
             _configure(connection=connection)
             with context.begin_transaction():
                 context.run_migrations()

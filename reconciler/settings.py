@@ -172,6 +172,14 @@ class Settings:
     max_memory_bytes); empty: the built-in baseline (no host-sensitive bind mounts, no host
     network)."""
 
+    docker_config: str = ""
+    """Docker config.json with registry credentials (the file docker login writes); empty:
+    $DOCKER_CONFIG/config.json, else ~/.docker/config.json. Never logged nor stored."""
+
+    pull_timeout: Annotated[float, Field(gt=0)] = 300.0
+    """Seconds one image pull may take before it fails the row (pulls are slow; other calls
+    keep docker_timeout)."""
+
 
 def describe(name: str) -> str:
     """The docstring of field ``name``, on one line (the CLI's help text)."""

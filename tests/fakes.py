@@ -25,14 +25,21 @@ from reconciler.domain import (
     NodeSnapshot,
     ObservedContainer,
     ObservedImage,
+    PullPolicy,
 )
 
 IMAGE = "busybox:local"
 
 
-def spec(name: str, *, image: str = IMAGE, stop_timeout: int | None = None) -> ContainerSpec:
+def spec(
+    name: str, *, image: str = IMAGE, stop_timeout: int | None = None, pull: str = "missing"
+) -> ContainerSpec:
     return ContainerSpec(
-        name=name, image=image, command=("sleep", "3600"), stop_timeout=stop_timeout
+        name=name,
+        image=image,
+        command=("sleep", "3600"),
+        stop_timeout=stop_timeout,
+        pull=PullPolicy(pull),
     )
 
 
@@ -45,11 +52,12 @@ def row(
     image: str = IMAGE,
     stop_timeout: int | None = None,
     error: str | None = None,
+    pull: str = "missing",
 ) -> DesiredContainer:
     """A desired row; with ``error`` it is a malformed one (no spec, no hash)."""
     if error is not None:
         return DesiredContainer(name, DesiredState(state), _node(node), None, None, error)
-    body = spec(name, image=image, stop_timeout=stop_timeout)
+    body = spec(name, image=image, stop_timeout=stop_timeout, pull=pull)
     return DesiredContainer(name, DesiredState(state), _node(node), body, spec_hash)
 
 

@@ -111,7 +111,7 @@ CASES = [
     ),
     case(
         "drift-to-missing-image-keeps-old-container",
-        [row("web", image=BAD_IMAGE)],
+        [row("web", image=BAD_IMAGE, pull="never")],
         [node("n1", WEB_OLD)],
         [blocked("web", FAILED, NO_IMAGE, "image missing", WEB_OLD)],
     ),
@@ -287,7 +287,7 @@ CASES = [
     ),
     case(
         "pinned-move-waits-for-image",
-        [row("web", node="n2", image=BAD_IMAGE)],
+        [row("web", node="n2", image=BAD_IMAGE, pull="never")],
         [node("n1", WEB), node("n2")],
         [blocked("web", FAILED, f"image {BAD_IMAGE} not found on node n2", "image missing", WEB)],
     ),
@@ -378,21 +378,33 @@ CASES = [
     ),
     case(
         "image-missing-on-the-only-node",
-        [row("web", image=BAD_IMAGE)],
+        [row("web", image=BAD_IMAGE, pull="never")],
         [node("n1")],
         [blocked("web", FAILED, NO_IMAGE, "image missing")],
     ),
     case(
         "image-missing-everywhere",
-        [row("web", image=BAD_IMAGE)],
+        [row("web", image=BAD_IMAGE, pull="never")],
         [node("n1"), node("n2")],
         [blocked("web", FAILED, f"image {BAD_IMAGE} not found on nodes n1, n2", "image missing")],
     ),
     case(
-        "placement-prefers-a-node-with-the-image",
+        "placement-prefers-a-node-with-the-image-among-equally-loaded",
+        [row("web", image="other:1")],
+        [node("n1"), node("n2", images=["other:1"])],
+        [create("web", N2, image="other:1")],
+    ),
+    case(
+        "placement-pulls-rather-than-crowd-a-node",
         [row("web", image="other:1"), row("a")],
         [node("n1"), node("n2", container("a", "n2"), images=["other:1"])],
-        [create("web", N2, image="other:1")],
+        [create("web", N1, image="other:1")],
+    ),
+    case(
+        "pull-missing-places-a-row-whose-image-is-nowhere",
+        [row("web", image=BAD_IMAGE)],
+        [node("n1")],
+        [create("web", N1, image=BAD_IMAGE)],
     ),
     # --- backoff -----------------------------------------------------------------------------
     case(
@@ -429,7 +441,7 @@ CASES = [
     ),
     case(
         "backoff-keeps-the-more-precise-block",
-        [row("web", image=BAD_IMAGE)],
+        [row("web", image=BAD_IMAGE, pull="never")],
         [node("n1")],
         [blocked("web", FAILED, NO_IMAGE, "image missing")],
         now=10.0,
@@ -513,7 +525,7 @@ SUMMARY_CASES = [
     ),
     case(
         "blocked-causes-counted",
-        [row("a", node="x"), row("b", node="x"), row("c", image=BAD_IMAGE)],
+        [row("a", node="x"), row("b", node="x"), row("c", image=BAD_IMAGE, pull="never")],
         [node("n1")],
         "blocked 3 (2 node 'x' is not registered, 1 image missing)",
     ),

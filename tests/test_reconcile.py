@@ -212,7 +212,10 @@ def test_missing_image_is_reported_then_converges_once_the_image_arrives(engines
     name, image = _unique("late"), f"{_unique('img')}:1"
     with running_daemon(sqlite_url, engines) as d:
         store = d.store.sql
-        insert(store, {"name": name, "image": image, "command": SLEEP, "node": "n1"})
+        # pull: never: the image must already be there (with the default, it would be pulled).
+        insert(
+            store, {"name": name, "image": image, "command": SLEEP, "node": "n1", "pull": "never"}
+        )
         row = wait_for(
             lambda: (r := status(store).get(name)) and r["phase"] == "failed" and r,
             timeout=15,

@@ -206,6 +206,7 @@ def _values(item: domain.DesiredContainer) -> dict[str, Any]:
         "user": s.user,
         "workdir": s.workdir,
         "stop_timeout": s.stop_timeout,
+        "pull": s.pull.value,
         "restart": s.restart.value,
         "healthcheck": None
         if s.healthcheck is None

@@ -121,6 +121,8 @@ desired_containers = sa.Table(
     sa.Column(
         "reschedule", sa.String(32), nullable=False, server_default=sa.text("'on-node-failure'")
     ),
+    #: missing (pull when the node lacks the image), always, never (revision 0007).
+    sa.Column("pull", sa.String(16), nullable=False, server_default=sa.text("'missing'")),
     *_timestamps(),
     *_lifecycle(),
 )
@@ -187,6 +189,23 @@ events = sa.Table(
     sa.Column("reason", sa.String(64), nullable=False),
     sa.Column("message", sa.Text, nullable=False, server_default=sa.text("''")),
     sa.Index("ix_events_time", "time"),
+)
+
+#: One row per phase change of a ``container_status`` row (controller-owned, revision 0007),
+#: written by the store with the status row and pruned with the events retention.
+status_history = sa.Table(
+    "status_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("time", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
+    sa.Column("name", sa.String(253), nullable=False),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("previous_phase", sa.String(16), nullable=True),
+    sa.Column("node", sa.String(253), nullable=True),
+    sa.Column("container_id", sa.String(64), nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Index("ix_status_history_name_time", "name", "time"),
+    sa.Index("ix_status_history_time", "time"),
 )
 
 #: One row per watched table; triggers (revision 0002) bump ``generation`` on every change, and

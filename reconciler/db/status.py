@@ -9,7 +9,8 @@ restarted daemon keeps backing off where the last one stopped.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -19,7 +20,7 @@ from reconciler.domain import Phase, StatusRow
 
 _t = models.container_status
 
-__all__ = ["StatusCache", "StatusRow", "delete", "load", "upsert"]
+__all__ = ["StatusCache", "StatusRow", "delete", "load", "trim_history", "upsert"]
 
 
 def _epoch(value: dt.datetime | str | None) -> float | None:
@@ -86,12 +87,51 @@ def upsert(conn: sa.Connection, rows: Iterable[StatusRow], *, now: float) -> Non
     ]
     if not values:
         return
+    _record_history(conn, values)
     stmt = _insert(conn)
     stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
         index_elements=[_t.c.name],
         set_={c: stmt.excluded[c] for c in values[0] if c != "name"},  # type: ignore[attr-defined]
     )
     conn.execute(stmt, values)
+
+
+def _record_history(conn: sa.Connection, values: Sequence[Mapping[str, Any]]) -> None:
+    """Append a ``status_history`` row for each of ``values`` whose phase differs from the
+    stored one (or that has no row yet), in the transaction of the status write."""
+    names = [v["name"] for v in values]
+    query = sa.select(_t.c.name, _t.c.phase).where(_t.c.name.in_(names))
+    before = {row.name: row.phase for row in conn.execute(query)}
+    changed = [
+        {
+            "time": v["updated_at"],
+            "name": v["name"],
+            "phase": v["phase"],
+            "previous_phase": before.get(v["name"]),
+            "node": v["node"],
+            "container_id": v["container_id"],
+            "message": v["message"],
+        }
+        for v in values
+        if before.get(v["name"]) != v["phase"]
+    ]
+    if changed:
+        conn.execute(models.status_history.insert(), changed)
+
+
+def trim_history(conn: sa.Connection, *, keep: int, before: dt.datetime | None = None) -> int:
+    """Delete history rows older than ``before`` (None: no age bound) and all but the newest
+    ``keep``; return how many went. The events retention, applied here too."""
+    table = models.status_history
+    gone = 0
+    if before is not None:
+        gone += conn.execute(table.delete().where(table.c.time < before)).rowcount
+    cutoff = conn.execute(
+        sa.select(table.c.id).order_by(table.c.id.desc()).offset(keep).limit(1)
+    ).scalar()
+    if cutoff is not None:
+        gone += conn.execute(table.delete().where(table.c.id <= cutoff)).rowcount
+    return gone
 
 
 def delete(conn: sa.Connection, names: Iterable[str]) -> None:

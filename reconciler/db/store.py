@@ -247,6 +247,8 @@ class Store:
             before = datetime.now(UTC) - timedelta(seconds=older_than)
         with self.sql.begin() as conn:
             trimmed = events.trim(conn, keep=keep, before=before)
+            # The status history (phase changes) follows the events' retention.
+            trimmed += status.trim_history(conn, keep=keep, before=before)
             self._fenced(conn)
             return trimmed
 

@@ -17,9 +17,10 @@ no randomness: the same inputs always give the same plan. The rules, one small f
   ``Recreate`` in place. ``running`` → ``Start`` an exited/created one; ``stopped`` → ``Stop`` a
   running one, ``Create(start=False)`` when absent.
 - Pinned rows go to their node only (a container elsewhere is ``replaced``, only when both nodes
-  are healthy). Others spread over healthy, refreshed, schedulable nodes holding the image: fewest
-  managed containers first, counting this pass's placements; ties by node name, rows in name
-  order. Cordoned nodes keep what they run.
+  are healthy). Others spread over healthy, refreshed, schedulable nodes: fewest managed
+  containers first, counting this pass's placements; then nodes that have the image (a row with
+  ``pull: never`` goes only there; others are pulled where they land); ties by node name, rows
+  in name order. Cordoned nodes keep what they run.
 - A row backing off (``RowBackoff.holds``) that needs work → ``Blocked`` with its last message.
 - Crash loops: a running row's container that exited after the last pass saw it running (its
   previous status row) is not started at once: ``Blocked`` (phase ``failed``,
@@ -52,6 +53,7 @@ from reconciler.domain import (
     ObservedContainer,
     Phase,
     PortBinding,
+    PullPolicy,
     Reschedule,
     StatusRow,
 )
@@ -562,7 +564,12 @@ def _unfit(
     spec: ContainerSpec, candidates: Sequence[NodeName], view: _View, *, check_name: bool = True
 ) -> tuple[str, str] | None:
     """(message, cause) when none of ``candidates`` can take ``spec``; None when one can."""
-    missing = [n for n in candidates if not view.nodes[n].has_image(spec.image)]
+    # Only a row that may not pull needs its image on the node; others are pulled there.
+    missing = [
+        n
+        for n in candidates
+        if spec.pull is PullPolicy.NEVER and not view.nodes[n].has_image(spec.image)
+    ]
     clashing = [
         n for n in candidates if check_name and n not in missing and spec.name in view.taken[n]
     ]

@@ -86,7 +86,12 @@ class Controller:
         self._clock = clock
         self._services = services_hook.ServiceHook(store)
         self._jitter = jitter
-        self._executor = executor.Executor(max_per_node=settings.max_actions_per_node)
+        self._executor = executor.Executor(
+            max_per_node=settings.max_actions_per_node,
+            pulls=executor.PullSettings(
+                docker_config=settings.docker_config, timeout=settings.pull_timeout
+            ),
+        )
         self._policy = load_policy(settings.policy_file)
         self._generation: int | None = None
         self._desired: Sequence[DesiredContainer] = ()

@@ -44,7 +44,15 @@ from typing import Any, Protocol, assert_never
 
 from reconciler import errors, planning, spec
 from reconciler.docker_api import EngineAPI
-from reconciler.domain import ContainerId, ContainerSpec, NodeName, ObservedContainer, Phase
+from reconciler.docker_api import registry as docker_registry
+from reconciler.domain import (
+    ContainerId,
+    ContainerSpec,
+    NodeName,
+    ObservedContainer,
+    Phase,
+    PullPolicy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +125,15 @@ class Executor:
     """Runs actions with bounded concurrency per node; reusable across passes."""
 
     def __init__(
-        self, *, max_per_node: int = 4, close_timeout: float = 5.0, poll_interval: float = 0.05
+        self,
+        *,
+        max_per_node: int = 4,
+        close_timeout: float = 5.0,
+        poll_interval: float = 0.05,
+        pulls: PullSettings | None = None,
     ) -> None:
         self._max_per_node = max_per_node
+        self._pulls = pulls or PullSettings()
         self._close_timeout = close_timeout
         self._poll = poll_interval
         self._workers: dict[NodeName, _Workers] = {}
@@ -216,7 +230,8 @@ class Executor:
             if workers is None:
                 workers = _Workers(action.node, size=self._max_per_node)
                 self._workers[action.node] = workers
-            return workers.submit(lambda: _apply(action, handle, may_act))
+            pulls = self._pulls
+            return workers.submit(lambda: _apply(action, handle, may_act, pulls))
 
     def _may_leave(
         self, pending: Mapping[futures.Future[Outcome], _Key], nodes: Mapping[NodeName, NodeHandle]
@@ -350,12 +365,15 @@ def _key(action: _Executable) -> _Key:
 
 
 def _apply(
-    action: planning.Action, handle: NodeHandle, may_act: Callable[[], bool] | None = None
+    action: planning.Action,
+    handle: NodeHandle,
+    may_act: Callable[[], bool] | None = None,
+    pulls: PullSettings | None = None,
 ) -> Outcome:
     """Carry out one action; every failure becomes an ``Outcome``."""
     try:
         with handle.acting_on(ids=_ids(action), names=_names(action)):
-            return _dispatch(action, handle, may_act)
+            return _dispatch(action, handle, may_act, pulls or PullSettings())
     except NotActing as e:
         return _failed(action, str(e), temporary=True)
     except errors.EngineError as e:
@@ -367,13 +385,17 @@ def _apply(
 
 
 def _dispatch(
-    action: planning.Action, handle: NodeHandle, may_act: Callable[[], bool] | None = None
+    action: planning.Action,
+    handle: NodeHandle,
+    may_act: Callable[[], bool] | None = None,
+    pulls: PullSettings | None = None,
 ) -> Outcome:
+    pulls = pulls or PullSettings()
     client = handle.client if may_act is None else _Fenced(handle.client, may_act)
     match action:
         case planning.Create(name=name, node=node, spec=wanted, spec_hash=hash_, start=start):
             cid, message = _create(
-                client, wanted, hash_, start=start, installation=handle.installation
+                client, wanted, hash_, start=start, installation=handle.installation, pulls=pulls
             )
             _refresh(handle, [cid])
             if action.note:  # "rescheduled from n3 (unhealthy for 30 s)"
@@ -382,7 +404,12 @@ def _dispatch(
         case planning.Recreate(node=node, container_id=old, spec=wanted, spec_hash=hash_):
             _stop_and_remove(client, old, timeout=wanted.stop_timeout)
             cid, _ = _create(
-                client, wanted, hash_, start=action.start, installation=handle.installation
+                client,
+                wanted,
+                hash_,
+                start=action.start,
+                installation=handle.installation,
+                pulls=pulls,
             )
             handle.forget_containers([old])
             _refresh(handle, [cid])
@@ -470,13 +497,15 @@ def _create(
     *,
     start: bool,
     installation: str | None = None,
+    pulls: PullSettings | None = None,
 ) -> tuple[ContainerId, str]:
-    """Create (and start) ``wanted``; adopt a container of ours that already holds the name
-    (labelled managed, with this desired name, and not by another installation)."""
+    """Create (and start) ``wanted``, pulling its image first if the row's pull policy says so;
+    adopt a container of ours that already holds the name (labelled managed, with this desired
+    name, and not by another installation)."""
     labels = spec.container_labels(wanted, spec_hash, installation=installation)
     try:
-        cid = client.create_container(wanted, labels=labels)
-        message = f"container {wanted.name} has been created"
+        cid, pulled = _create_pulling(client, wanted, labels, pulls or PullSettings())
+        message = f"container {wanted.name} has been created{pulled}"
     except errors.NameConflict:
         docker_name = wanted.container_name or wanted.name
         existing = client.inspect_container(docker_name).seen_by(installation)
@@ -501,6 +530,45 @@ def _create(
             cid = client.create_container(wanted, labels=labels)
             client.start(cid)
     return cid, message
+
+
+@dataclass(frozen=True)
+class PullSettings:
+    """How images are pulled: registry credentials (a Docker config.json; empty: Docker's
+    default file) and how long one pull may take."""
+
+    docker_config: str = ""
+    timeout: float = 300.0
+
+
+def _create_pulling(
+    client: EngineAPI, wanted: ContainerSpec, labels: Mapping[str, str], pulls: PullSettings
+) -> tuple[ContainerId, str]:
+    """Create ``wanted``; with ``pull: always`` pull first, with ``pull: missing`` pull when the
+    engine says the image is not there. Returns the id and a note on the pull (or "")."""
+    note = ""
+    if wanted.pull is PullPolicy.ALWAYS:
+        note = _pull(client, wanted.image, pulls)
+    try:
+        return client.create_container(wanted, labels=labels), note
+    except errors.ImageNotFound:
+        if wanted.pull is not PullPolicy.MISSING:
+            raise  # never: the image must be there; always: it was just pulled
+    # The engine decides, not the picture: no extra call on the common path, and a picture
+    # that is a moment old cannot make us skip a needed pull.
+    note = _pull(client, wanted.image, pulls)
+    return client.create_container(wanted, labels=labels), note
+
+
+def _pull(client: EngineAPI, image: str, pulls: PullSettings) -> str:
+    """Pull ``image`` onto ``client``'s engine; a note for the status message."""
+    log.info("pulling image %s on %s", image, client.node)
+    started = time.monotonic()
+    auth = docker_registry.auth_for(image, config_path=pulls.docker_config)
+    layers = client.pull_image(image, auth=auth, timeout=pulls.timeout)
+    took = time.monotonic() - started
+    log.info("pulled image %s on %s (%d layers, %.1fs)", image, client.node, layers, took)
+    return f" (image {image} pulled in {took:.1f}s)"
 
 
 def _stop_and_remove(client: EngineAPI, cid: ContainerId, *, timeout: int | None) -> None:

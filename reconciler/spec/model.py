@@ -294,8 +294,18 @@ class RowModel(_Strict):
     user: str | None = None
     workdir: str | None = None
     stop_timeout: int | None = pydantic.Field(default=None, ge=0, le=MAX_INTEGER)
+    pull: domain.PullPolicy = domain.PullPolicy.MISSING
     constraints: list[str] = pydantic.Field(default_factory=list)
     reschedule: domain.Reschedule = domain.Reschedule.ON_NODE_FAILURE
+
+    @pydantic.field_validator("pull", mode="before")
+    @classmethod
+    def _pull(cls, value: Any) -> domain.PullPolicy:
+        if value is None:
+            return domain.PullPolicy.MISSING  # SQL NULL: the default
+        if value not in ("missing", "always", "never"):
+            raise fail(f"must be 'missing', 'always' or 'never', got {show(value)}")
+        return domain.PullPolicy(value)
 
     @pydantic.field_validator("name", mode="before")
     @classmethod

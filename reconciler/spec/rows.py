@@ -139,7 +139,7 @@ def _desired(row: spec_model.RowModel) -> domain.DesiredContainer:
         image=row.image,
         command=None if row.command is None else tuple(row.command),
         entrypoint=None if row.entrypoint is None else tuple(row.entrypoint),
-        env=dict(row.env),
+        env=domain.Env(row.env),
         labels=dict(row.labels),
         # Order carries no meaning to Docker; a canonical order keeps equality and hash stable.
         ports=tuple(
@@ -152,6 +152,7 @@ def _desired(row: spec_model.RowModel) -> domain.DesiredContainer:
         user=row.user,
         workdir=row.workdir,
         stop_timeout=row.stop_timeout,
+        pull=row.pull,
         restart=row.restart,
         healthcheck=_healthcheck(row.healthcheck),
     )
@@ -217,9 +218,10 @@ def _without_none(value: dict[str, Any]) -> dict[str, Any]:
 def spec_hash(spec: domain.ContainerSpec) -> str:
     """SHA-256 hex of the canonical JSON of everything that shapes the container.
 
-    Left out: ``name`` (identity, not shape) and ``stop_timeout`` (changing it must not recreate
-    the container). Fields whose value is None are omitted, so adding an optional field later
-    does not change the hash of existing specs. Key order and port/mount order do not matter.
+    Left out: ``name`` (identity, not shape), ``stop_timeout`` and ``pull`` (changing them must
+    not recreate the container). Fields whose value is None are omitted, so adding an optional
+    field later does not change the hash of existing specs. Key order and port/mount order do
+    not matter.
     """
     payload = _without_none(
         {

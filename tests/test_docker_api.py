@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import threading
@@ -272,6 +273,33 @@ def test_a_hung_engine_times_out_on_time(engines: list[SandboxEngine]) -> None:
         assert time.monotonic() - started < 1.5
     finally:
         engine.resume()
+        client.close()
+
+
+def test_the_async_heartbeat_is_counted_and_times_out_on_a_hung_engine(
+    engines: list[SandboxEngine],
+) -> None:
+    engine = engines[2]
+    client = docker_api.connect(row(engine.url, name=engine.name), timeout=5.0)
+
+    async def pings() -> float:
+        for _ in range(3):
+            await client.aping(timeout=2)
+        engine.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(errors.EngineTimeout) as caught:
+                await client.aping(timeout=0.3)
+            assert caught.value.engine_fault
+            return time.monotonic() - started
+        finally:
+            engine.resume()
+
+    try:
+        waited = asyncio.run(pings())
+        assert waited < 1.5
+        assert client.calls[docker_api.PING] == 4
+    finally:
         client.close()
 
 

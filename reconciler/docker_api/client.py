@@ -578,6 +578,32 @@ class EngineClient:
             self._last_answer = time.monotonic()
         return stream
 
+    async def aping(self, *, timeout: float) -> None:
+        """:meth:`ping` for an asyncio loop, over a kept-alive connection of its own (SSH: the
+        SDK's ping on a thread); counted as ``GET /_ping``. Call on one loop only."""
+        endpoint = self._endpoint()
+        if endpoint is None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.ping(timeout=timeout)
+            )
+            return
+        pinger = getattr(self, "_pinger", None)
+        if pinger is None:
+            pinger = self._pinger = streams.Pinger(endpoint, node=self.node, url=self.url)
+        self._counter.add("GET", "/_ping")
+        token = object()
+        with self._flight_lock:
+            self._in_flight[token] = (time.monotonic(), 0.0)
+        answered = False
+        try:
+            await pinger.ping(timeout=timeout)
+            answered = True
+        finally:
+            with self._flight_lock:
+                del self._in_flight[token]
+                if answered:
+                    self._last_answer = time.monotonic()
+
     def _endpoint(self) -> streams.Endpoint | None:
         """Where a plain socket reaches this engine (None: SSH); built once."""
         cached: streams.Endpoint | bool | None = getattr(self, "_endpoint_cache", False)
@@ -595,6 +621,9 @@ class EngineClient:
 
     def close(self) -> None:
         """Close pooled connections and remove materialised TLS files. Idempotent."""
+        pinger = getattr(self, "_pinger", None)
+        if pinger is not None:
+            pinger.close_threadsafe()
         with contextlib.suppress(Exception):
             self._api.close()
         if self._tls_dir:

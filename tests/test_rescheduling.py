@@ -117,6 +117,7 @@ def _check_lost(store: sa.Engine, daemon: Daemon, prefix: str, on_n3: list[str])
     assert rows[never]["phase"] == "unknown"
     assert "not rescheduled: reschedule is 'never'" in rows[never]["message"]
     assert any("rescheduled from n3 (unhealthy for" in m for m in _events(store))
+    assert all("rescheduled from n3 (unhealthy for" in rows[n]["message"] for n in on_n3), rows
 
 
 def _check_recovered(engines: list[Any], store: sa.Engine, prefix: str) -> None:

@@ -354,6 +354,17 @@ def test_stale_copy_removed_when_lost_node_returns(old_state: str) -> None:
     assert result.statuses["web"] == RowStatus(Phase.RUNNING, N1, new.id)
 
 
+def test_the_rescheduled_note_stays_on_the_status_row() -> None:
+    new = container("web", "n1", created=50.0)
+    note = "rescheduled from n3 (unhealthy for 31 s)"
+    created_by_move = f"container web has been created: {note}"
+    previous = {"web": StatusRow("web", Phase.RUNNING, N1, new.id, created_by_move)}
+    result = run([r("web")], [n("n1", new)], previous=previous)
+    assert result.statuses["web"] == RowStatus(Phase.RUNNING, N1, new.id, note)
+    other = {"web": StatusRow("web", Phase.RUNNING, N1, new.id, "container web has been created")}
+    assert run([r("web")], [n("n1", new)], previous=other).statuses["web"].message == ""
+
+
 def test_copy_on_lost_node_is_left_alone_while_it_is_away() -> None:
     old = container("web", "n3")
     new = container("web", "n1", created=50.0)

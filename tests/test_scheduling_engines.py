@@ -105,6 +105,11 @@ def test_memory_reservations_two_per_node(engines, sqlite_url):
             assert len(where[n]) == 1
             per_node[where[n][0][0]] += 1
         assert dict(per_node) == {"n1": 2, "n2": 2, "n3": 2}
+        wait_for(lambda: _nodes(str(store.url))["n1"]["containers"] == "2/2", timeout=15)
+        listing = _nodes(str(store.url))
+        assert {n: listing[n]["reserved_memory_bytes"] for n in listing} == dict.fromkeys(
+            ("n1", "n2", "n3"), 2 * size
+        )
         insert(store, row(extra, memory_bytes=size))
         wait_for(lambda: phases(store, [extra])[extra] == "unschedulable", timeout=30)
         message = status(store)[extra]["message"]
@@ -196,6 +201,10 @@ def test_drain_starts_replacements_before_removing_originals(engines, sqlite_url
         assert node_of(store, f"{p}-new") == "n1"
         where = placed(engines)
         assert [n for n in names if where[n][0][0] == "n1"] == []
+
+
+def _nodes(url: str) -> dict[str, dict[str, Any]]:
+    return {n["name"]: n for n in json.loads(invoke(url, "node", "ls", "-o", "json").output)}
 
 
 def _availability(url: str, name: str) -> str:

@@ -456,8 +456,18 @@ def _settled(
         if row.state is desired_state:
             if c.state not in satisfied_by or c.health == "unhealthy":
                 return None
-            return RowStatus(phase, c.node, c.id)
+            return RowStatus(phase, c.node, c.id, _moved_note(row.name, c, view))
     return None
+
+
+def _moved_note(name: str, c: ObservedContainer, view: _View) -> str:
+    """``rescheduled from n3 (unhealthy for 31 s)`` while the row keeps the container its
+    rescheduling created (the note its create recorded); empty otherwise."""
+    old = view.previous.get(name)
+    if old is None or old.container_id != c.id or not old.message:
+        return ""
+    _, found, note = old.message.partition("rescheduled from ")
+    return found + note
 
 
 def _converge(row: DesiredContainer, c: ObservedContainer, view: _View) -> _RowPlan:

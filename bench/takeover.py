@@ -150,7 +150,7 @@ class Bench:
             )
 
     def takeover(self, sig: signal.Signals) -> tuple[float, float]:
-        leader = self.daemons[wait(self.holder, 120)]
+        leader = self.daemons[str(wait(self.holder, 120))]
         name = f"t-{uuid.uuid4().hex[:8]}"
         started = time.monotonic()
         leader.stop(sig)
@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--renew-deadline", default="10")
     parser.add_argument("--retry-period", default="2")
     parser.add_argument("--window", type=float, default=30.0, help="seconds of standby cost")
+    parser.add_argument("--signals", default="SIGTERM,SIGKILL", help="takeovers to measure")
+    parser.add_argument("--takeovers-only", action="store_true", help="no cold start, no cost")
     args = parser.parse_args(argv)
     lease = ["--lease-duration", args.lease_duration, "--renew-deadline", args.renew_deadline]
     lease += ["--retry-period", args.retry_period]
@@ -244,10 +246,11 @@ def main(argv: list[str] | None = None) -> None:
             bench.start()
             bench.start()
             results: dict[str, list[tuple[float, float]]] = {}
-            for sig in (signal.SIGTERM, signal.SIGKILL):
+            for sig in (signal.Signals[name] for name in args.signals.split(",")):
                 results[sig.name] = [bench.takeover(sig) for _ in range(args.runs)]
-            cold = [bench.cold_start() for _ in range(min(args.runs, 5))]
-            cost = bench.standby_cost(args.window)
+            if not args.takeovers_only:
+                cold = [bench.cold_start() for _ in range(min(args.runs, 5))]
+                cost = bench.standby_cost(args.window)
         finally:
             bench.close()
     print(
@@ -257,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, runs in results.items():
         print(f"after {name}: lease taken {_summary([r[0] for r in runs])}; ", end="")
         print(f"first action {_summary([r[1] for r in runs])}")
+    if args.takeovers_only:
+        return
     print(f"cold start (no warm standby) to first action: {_summary(cold)}")
     print(
         f"an idle standby: CPU {cost['standby_cpu_percent']:.2f}% of one core, "

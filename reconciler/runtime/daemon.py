@@ -69,6 +69,7 @@ class Daemon:
             on_lost=self._lost,
         )
         store.fence = self.elector.token  # controller-owned writes need the lease
+        store.end_idle_transactions_after(settings.renew_deadline)  # a frozen leader's locks
         self._term: lease.Term | None = None  # the term the last pass ran under
         self._scheduler = BackgroundScheduler(timezone=dt.UTC)
         self._watcher = store.watcher(
@@ -299,11 +300,13 @@ class Daemon:
 
     def _shutdown(self) -> None:
         started = time.monotonic()
-        self._watcher.stop()
         self.controller.close()  # drops queued actions, waits for in-flight Docker calls
         self._scheduler.shutdown(wait=True)  # the running pass records what it did
+        # Nothing acts any more: release the lease now (a standby takes over within one retry
+        # period), before the slower closing of the watcher and the nodes.
+        self.elector.stop(release=True)
+        self._watcher.stop()
         self.cluster.stop()
-        self.elector.stop(release=True)  # a standby takes over within one retry period
         if self._endpoints is not None:
             self._endpoints.stop()
         log.info("reconciler stopped in %.1fs", time.monotonic() - started)

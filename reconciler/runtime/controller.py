@@ -111,6 +111,22 @@ class Controller:
         rows = self._status.rows().values() if self._status is not None else ()
         return dict(collections.Counter(str(row.phase) for row in rows))
 
+    def next_retry_at(self) -> float | None:
+        """The earliest time (epoch seconds, after now) at which a backing-off row may be tried
+        again: the daemon wakes then, so a 1 s back-off is not rounded up to the interval."""
+        if self._status is None:
+            return None
+        now = self._clock()
+        due = [
+            row.next_attempt_at
+            for row in self._status.rows().values()
+            if row.next_attempt_at is not None and row.next_attempt_at > now
+        ]
+        step = self._services.next_due()  # a rolling update's monitor window or delay ends
+        if step is not None and step > now:
+            due.append(step)
+        return min(due, default=None)
+
     def plan(self) -> planning.Plan:
         """The plan a pass would carry out now; changes nothing."""
         rows, backoffs = self._load()

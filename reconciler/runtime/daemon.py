@@ -198,6 +198,7 @@ class Daemon:
         while not self._stopping.is_set():
             term = self.elector.term()
             if term is None:
+                self._last_pass_at = time.monotonic()  # a standby ticks too (/healthz)
                 return  # a standby: the leader acts; _elected wakes us when that changes
             if term != self._term:
                 self.controller.reset()  # another controller wrote the tables meanwhile
@@ -229,7 +230,23 @@ class Daemon:
                 self._last_pass_at = time.monotonic()
                 self._in_pass.clear()
             if not self._dirty.is_set():
+                self._wake_for_retries()
                 return
+
+    def _wake_for_retries(self) -> None:
+        """Bring a pass forward to when the next backing-off row may be retried, if that comes
+        before the next interval tick (one one-shot job, replaced after every pass)."""
+        due = self.controller.next_retry_at()
+        if due is None or due - time.time() >= self._settings.reconcile_interval:
+            return
+        with contextlib.suppress(RuntimeError):  # shutting down
+            self._scheduler.add_job(
+                self.wake,
+                "date",
+                run_date=dt.datetime.fromtimestamp(due + 0.05, dt.UTC),
+                id="retry-wake",
+                replace_existing=True,
+            )
 
     def _trim_events(self) -> None:
         try:
@@ -281,6 +298,8 @@ class Daemon:
             self.store.ping()
         except store_mod.DatabaseError as e:
             return False, f"database unreachable: {store_mod.reason(e)}"
+        if not self._leads():
+            return True, "ok: standing by (another controller holds the lease)"
         if self._last_pass_error is not None:
             return False, self._last_pass_error
         return True, "ok"

@@ -10,6 +10,7 @@ moment: no row may ever have two containers, in any state. Lease timings are sho
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import operator
 import os
@@ -286,6 +287,7 @@ def test_sigstopped_leader_makes_no_docker_call_after_its_lease_expired(
         insert(store, *rows(*first))
         wait_for(lambda: old.count(DOCKER_CALL) >= 6, timeout=60, message="d1 is acting")
         old.signal(signal.SIGSTOP)
+        wait_for(lambda: _all_threads_stopped(old.proc.pid), timeout=5, interval=0.01)
         calls_before = old.count(DOCKER_CALL)
         lost_before = old.count(b"lost the lease")
         new, _ = takeover_from(store, "d1", timeout=DURATION + RETRY + 10)
@@ -304,11 +306,17 @@ def test_sigstopped_leader_makes_no_docker_call_after_its_lease_expired(
             message="d2 converged the changes made while d1 was frozen",
         )
         assert old.count(DOCKER_CALL) == calls_before, "the log is frozen with d1"
+        resumed = datetime.datetime.now()
         old.signal(signal.SIGCONT)
         # d1 learns it lost (its deadline passed while frozen), writes LostLease, stands by.
         wait_for(lambda: old.count(b"lost the lease") > lost_before, timeout=10)
         wait_for(lambda: "LostLease" in lease_events(store), timeout=10)
-        assert old.count(DOCKER_CALL) == calls_before, "d1 made a Docker call after SIGCONT"
+        # No request left d1 after it resumed: each one is logged, with its time, right after
+        # the last check before the socket (a call logged before the pause may finish logging
+        # after it; the requests' own times tell).
+        late = [t for t in _requests_sent(old.text()) if t >= resumed]
+        assert late == [], f"d1 sent {len(late)} Docker request(s) after SIGCONT"
+        assert _requests_sent(old.text()), "d1's requests are logged (-vv)"
         assert holder(store) == "d2"
     final = containers_by_name(engines)
     assert final == Counter(kept), "no duplicates and nothing left of the deleted rows"
@@ -344,6 +352,23 @@ def test_postgresql_restarted_under_running_daemons_one_leads_again(engines, tmp
             assert took < 1.0, f"the INSERT after the restart took {took:.2f}s to run"
         store.dispose()
     print(f"INSERT after a PostgreSQL restart ran in {took:.2f}s")
+
+
+def _requests_sent(log: bytes) -> list[datetime.datetime]:
+    """When each POST/DELETE left for an engine (``docker request sent`` debug lines)."""
+    found = re.findall(
+        rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) DEBUG \S+: "
+        rb"docker request sent: (?:POST|DELETE) ",
+        log,
+        re.MULTILINE,
+    )
+    return [datetime.datetime.strptime(t.decode(), "%Y-%m-%d %H:%M:%S,%f") for t in found]
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is in the stopped state (a SIGSTOP has taken effect)."""
+    tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    return all((t / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T" for t in tasks)
 
 
 def _listeners(store: sa.Engine) -> int:

@@ -40,7 +40,9 @@ from reconciler.docker_api.client import (
     CallCounter,
     EngineClient,
     EventStream,
+    FenceClosed,
     connect,
+    fenced,
     operation_path,
 )
 from reconciler.docker_api.convert import ContainerSummary, EngineEvent
@@ -64,9 +66,11 @@ __all__ = [
     "EngineEvent",
     "EngineURL",
     "EventStream",
+    "FenceClosed",
     "check_url",
     "classify",
     "connect",
+    "fenced",
     "is_loopback",
     "operation_path",
 ]

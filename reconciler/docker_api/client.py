@@ -10,6 +10,7 @@ import collections
 import contextlib
 import datetime
 import email.utils
+import http.client
 import json
 import logging
 import re
@@ -88,6 +89,47 @@ def operation_path(path: str) -> str:
     return "/".join(parts)
 
 
+class FenceClosed(BaseException):
+    """A request was not sent: the calling thread's fence (:func:`fenced`) said no right before
+    it would have left the process. A ``BaseException``, so that no ``except Exception`` on the
+    way (the error translation, the SDK) mistakes it for a failure of the engine."""
+
+
+_fence = threading.local()
+_http_send = http.client.HTTPConnection.send
+
+
+def _send_if_open(self: http.client.HTTPConnection, data: Any) -> None:
+    # The last check, right before the bytes reach the socket (the connection is up by then):
+    # a thread stopped anywhere earlier in the call finds the fence closed when it resumes.
+    may_send = getattr(_fence, "may_send", None)
+    if may_send is not None:
+        if not may_send():
+            raise FenceClosed("request not sent: the fence is closed")
+        line = bytes(data[:120]).split(b"\r\n", 1)[0].decode("latin-1")
+        log.debug("docker request sent: %s", line)  # its time says when it left
+    _http_send(self, data)
+
+
+# Every engine request (unix socket, TCP, TLS) is written through http.client's send; outside a
+# ``fenced`` block this costs one thread-local lookup.
+http.client.HTTPConnection.send = _send_if_open  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def fenced(may_send: Callable[[], bool]) -> Iterator[None]:
+    """Requests this thread sends inside the block are sent only while ``may_send()`` is true,
+    asked right before each one leaves (the lease's fence: a leader paused in the middle of a
+    call does not send it when it resumes after its lease ran out); otherwise
+    :class:`FenceClosed` is raised and nothing is sent."""
+    previous = getattr(_fence, "may_send", None)
+    _fence.may_send = may_send
+    try:
+        yield
+    finally:
+        _fence.may_send = previous
+
+
 class _CountingAPIClient(docker.APIClient):
     """The SDK's low-level client, counting every request it sends (negotiation included)."""
 
@@ -99,6 +141,9 @@ class _CountingAPIClient(docker.APIClient):
         self.trust_env = False
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        may_send = getattr(_fence, "may_send", None)
+        if may_send is not None and not may_send():
+            raise FenceClosed(f"{request.method} {request.path_url} not sent: the fence is closed")
         self._counter.add(request.method or "?", request.path_url)
         return super().send(request, **kwargs)
 

@@ -42,7 +42,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, assert_never
 
-from reconciler import errors, planning, spec
+from reconciler import docker_api, errors, planning, spec
 from reconciler.docker_api import EngineAPI
 from reconciler.docker_api import registry as docker_registry
 from reconciler.domain import (
@@ -376,6 +376,8 @@ def _apply(
             return _dispatch(action, handle, may_act, pulls or PullSettings())
     except NotActing as e:
         return _failed(action, str(e), temporary=True)
+    except docker_api.FenceClosed as e:  # stopped at the socket: paused right after the check
+        return _failed(action, f"not acting: this controller no longer leads ({e})", temporary=True)
     except errors.EngineError as e:
         handle.record_failure(e)  # a timeout here counts towards the node's health too
         return _failed(action, str(e), temporary=e.temporary)
@@ -602,30 +604,36 @@ class _Fenced:
 
     def create_container(self, spec: ContainerSpec, *, labels: Mapping[str, str]) -> ContainerId:
         self._check("create", spec.name)
-        return self._client.create_container(spec, labels=labels)
+        with docker_api.fenced(self._may_act):  # asked again as the request leaves
+            return self._client.create_container(spec, labels=labels)
 
     def inspect_container(self, container_id: str) -> ObservedContainer:
         return self._client.inspect_container(container_id)  # a read: harmless after a loss
 
     def start(self, container_id: str) -> None:
         self._check("start", container_id[:12])
-        self._client.start(container_id)
+        with docker_api.fenced(self._may_act):
+            self._client.start(container_id)
 
     def stop(self, container_id: str, *, timeout: int = 10) -> None:
         self._check("stop", container_id[:12])
-        self._client.stop(container_id, timeout=timeout)
+        with docker_api.fenced(self._may_act):
+            self._client.stop(container_id, timeout=timeout)
 
     def remove(self, container_id: str, *, force: bool = True) -> None:
         self._check("remove", container_id[:12])
-        self._client.remove(container_id, force=force)
+        with docker_api.fenced(self._may_act):
+            self._client.remove(container_id, force=force)
 
     def rename(self, container_id: str, name: str) -> None:
         self._check("rename", container_id[:12])
-        self._client.rename(container_id, name)
+        with docker_api.fenced(self._may_act):
+            self._client.rename(container_id, name)
 
     def pull_image(self, image: str, *, auth: Mapping[str, Any] | None, timeout: float) -> int:
         self._check("pull", image)
-        return self._client.pull_image(image, auth=auth, timeout=timeout)
+        with docker_api.fenced(self._may_act):
+            return self._client.pull_image(image, auth=auth, timeout=timeout)
 
 
 def _phase(start: bool) -> Phase:

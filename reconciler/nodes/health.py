@@ -1,8 +1,8 @@
 """A node's health as a pure state machine: values in, values out, no clock, no I/O.
 
 Where this sits: ``nodes.Node`` feeds it the outcome of every call it makes to its engine
-(:func:`succeeded` / :func:`failed`) and acts on the result; ``db.Store.write_health`` writes the state
-and every :class:`Transition` to SQL. The node logs one line per transition, e.g.
+(:func:`succeeded` / :func:`failed`) and acts on the result; ``db.Store.write_health`` writes
+the state and every :class:`Transition` to SQL. The node logs one line per transition, e.g.
 ``node n2 is healthy again after 4 failures``.
 
 States (``domain.Health``)::

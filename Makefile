@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 SANDBOX := .sandbox
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv test test-unit run lint bench clean sandbox-down
+.PHONY: help deps venv test test-unit run lint bench bench-fleet clean sandbox-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: venv ## import contracts, ruff (lint + format) and mypy
 
 bench: deps venv ## benchmarks against raw API, swarm mode, compose (see bench/README)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-fleet: deps venv ## 1,000 simulated nodes, 30,000 rows, SQLite and PostgreSQL (bench/fleet_scale.py)
+	$(BIN)/python -m bench.fleet_scale $(BENCH_ARGS)
 
 sandbox-down: venv ## stop the sandbox engine that make run started
 	$(BIN)/python -m sandbox engines down --dir $(SANDBOX)

@@ -51,10 +51,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--sizes",
         type=_ints,
         default=None,
-        help="convergence sizes N (default 50,100,200; --quick 10,20)",
+        help="convergence sizes N (default 50,100; --full 50,100,200; --quick 10,20)",
     )
     parser.add_argument("--nodes", type=_ints, default=(1, 3), help="node counts (default 1,3)")
-    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per figure (default 2; --full 3)"
+    )
     parser.add_argument(
         "--none-size",
         type=int,
@@ -67,13 +69,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="small sizes, 1 run, fewer samples: a smoke check of every part",
     )
     parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the whole set: sizes 50,100,200, 3 runs (about 22 minutes here; the default, "
+        "about 10)",
+    )
+    parser.add_argument(
         "--out", type=pathlib.Path, default=RESULTS, help="results folder (default bench/results)"
     )
     parser.add_argument("--no-compose", action="store_true", help="leave docker-compose out")
     args = parser.parse_args(argv)
     quick = args.quick
-    args.sizes = args.sizes or ((10, 20) if quick else (50, 100, 200))
-    args.runs = args.runs or (1 if quick else 3)
+    full = args.full and not quick
+    args.sizes = args.sizes or ((10, 20) if quick else (50, 100, 200) if full else (50, 100))
+    args.runs = args.runs or (1 if quick else 3 if full else 2)
     if args.none_size is None:
         args.none_size = 10 if quick else 50
     args.samples = 5 if quick else 20  # latency samples

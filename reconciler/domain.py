@@ -349,7 +349,8 @@ class NodeRow:
     tls_client_key: str | None = None
     allow_insecure_tcp: bool = False
     #: ``nodes.id``: of two rows that reach one engine, the later (higher id) is set aside.
-    row_id: int = 0
+    #: Not part of the row's value (two reads of one row compare equal, whatever the id).
+    row_id: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

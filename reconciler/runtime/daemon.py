@@ -159,6 +159,10 @@ class Daemon:
     def _elected(self) -> None:
         self.cluster.set_writing(True)
         self.wake()
+        # Trimming is a controller-owned write: a new leader trims now rather than at the
+        # next tick of the 60 s job (whose first run, at start, came before the election).
+        with contextlib.suppress(JobLookupError, RuntimeError):
+            self._scheduler.modify_job("trim-events", next_run_time=dt.datetime.now(dt.UTC))
 
     def _lost(self) -> None:
         self.cluster.set_writing(False)

@@ -9,10 +9,13 @@ keys are masked unless ``--show-secrets``.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 import click
@@ -236,6 +239,7 @@ def events(ctx: click.Context, for_: str | None, since: str | None, follow: bool
     if not follow:
         return
     last_id = found[-1].id if found else _newest_id(store)
+    _stop_on_signals()
     try:
         while True:
             time.sleep(FOLLOW_INTERVAL)
@@ -249,6 +253,18 @@ def events(ctx: click.Context, for_: str | None, since: str | None, follow: bool
                 last_id = more[-1].id
     except KeyboardInterrupt:
         return
+
+
+def _stop_on_signals() -> None:
+    """Let Ctrl-C (and SIGTERM) end a ``--follow``, even in a process that started with SIGINT
+    ignored (a background job of a non-interactive shell inherits that, and Python keeps it)."""
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _newest_id(store: store_mod.Store) -> int:
@@ -285,6 +301,8 @@ def logs(ctx: click.Context, name: str, follow: bool, tail: int | None) -> None:
         raise click.ClickException(f"cannot reach node {node_name}: {e}") from None
     out: Any = sys.stdout.buffer
     stream = None
+    if follow:
+        _stop_on_signals()
     try:
         stream = client.logs(container_id, follow=follow, tail=tail)
         for chunk in stream:

@@ -22,6 +22,8 @@ from daemons import insert, running_daemon, status
 from waiting import wait_for
 
 from reconciler import cli, domain
+from reconciler.cli import logs as cli_logs
+from reconciler.cli import text
 from reconciler.db import desired, migrate
 from reconciler.db import engine as db_engine
 from reconciler.db.store import Store
@@ -247,3 +249,51 @@ def _loads(store: Store) -> bool:
     except sa.exc.DBAPIError:
         return False
     return True
+
+
+# -- item 13: log forging and terminal escapes --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        pytest.param("web-1", "web-1", id="plain"),
+        pytest.param("café ✓", "café ✓", id="unicode-unchanged"),
+        pytest.param("web\n2026-12-03 INFO forged", "web\\n2026-12-03 INFO forged", id="newline"),
+        pytest.param("a\rb\tc", "a\\rb\\tc", id="cr-tab"),
+        pytest.param("\x1b]0;pwned\x07\x1b[2J", "\\x1b]0;pwned\\x07\\x1b[2J", id="osc-and-csi"),
+        pytest.param("\x9b31m", "\\x9b31m", id="c1-csi"),
+        pytest.param("abc\u202edcba", "abc\\u202edcba", id="bidi-override"),
+    ],
+)
+def test_control_characters_are_escaped(raw: str, shown: str) -> None:
+    assert text.escape_controls(raw) == shown
+
+
+def test_a_newline_in_a_message_cannot_forge_a_log_line() -> None:
+    record = logging.LogRecord(
+        "reconciler.runtime.executor", logging.INFO, __file__, 1,
+        "container %s has been created", ("web\n2026-12-03 00:00:00 ERROR forged",), None,
+    )  # fmt: skip
+    line = cli_logs.TextFormatter().format(record)
+    assert "\n" not in line
+    assert line.endswith("container web\\n2026-12-03 00:00:00 ERROR forged has been created")
+
+
+def test_get_and_node_ls_tables_show_escapes_not_terminal_sequences(sqlite_url: str) -> None:
+    migrate.upgrade(sqlite_url)
+    _sqlite3(
+        sqlite_url,
+        'INSERT INTO desired_containers (name, image, "user") '
+        "VALUES ('web', 'busybox:local', 'x' || char(27) || ']0;pwned' || char(7));"
+        "INSERT INTO desired_containers (name, image) "
+        "VALUES ('evil' || char(10) || 'forged', 'busybox:local');"
+        "INSERT INTO nodes (name, url) VALUES ('n1', 'unix:///x' || char(27) || '[2J');",
+    )
+    for args in (("get",), ("get", "web"), ("node", "ls")):
+        result = _cli(sqlite_url, *args)
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output and "\x07" not in result.output
+    listing = _cli(sqlite_url, "get").output
+    assert "evil\\nforged" in listing  # the bad name is shown, escaped, on its own row
+    assert "\\x1b" in _cli(sqlite_url, "node", "ls").output

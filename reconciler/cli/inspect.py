@@ -23,6 +23,7 @@ import yaml
 
 from reconciler import docker_api, errors
 from reconciler import settings as settings_mod
+from reconciler.cli import text
 from reconciler.cli.main import _settings, _store, main
 from reconciler.db import store as store_mod
 
@@ -129,7 +130,8 @@ def _describe_row(ctx: click.Context, name: str, *, show_secrets: bool, last: in
     why = _why_not_running(found)
     if why:
         lines.append(_field("Not running", why))
-    click.echo("\n".join(lines))
+    for line in lines:
+        _say(line)
     click.echo("Spec:")
     click.echo(_indent(yaml.safe_dump(spec, sort_keys=False, default_flow_style=False)))
     _echo_events(store.list_events(objects=[f"container/{name}"], last=last), with_object=False)
@@ -188,11 +190,12 @@ def _describe_node(ctx: click.Context, name: str, *, last: int) -> None:
         _field("TLS", "yes" if facts.get("tls_ca_cert") or facts.get("tls_client_cert") else "no"),
         _field("Containers", f"{managed} managed, {total} in all"),
     ]
-    click.echo("\n".join(lines))
+    for line in lines:
+        _say(line)
     click.echo("Rows:")
     for row_name, phase, container_id, message in found.rows:
         short = (container_id or "-")[:12]
-        click.echo(f"  {row_name:<24} {phase:<13} {short:<12} {message or ''}".rstrip())
+        _say(f"  {row_name:<24} {phase:<13} {short:<12} {message or ''}".rstrip())
     if not found.rows:
         click.echo("  (none)")
     _echo_events(store.list_events(objects=[f"node/{name}"], last=last), with_object=False)
@@ -207,7 +210,7 @@ def _echo_events(items: Sequence[store_mod.StoredEvent], *, with_object: bool) -
     if not items:
         click.echo("  (none kept)")
     for line in _event_lines(items, with_object=with_object):
-        click.echo("  " + line)
+        _say("  " + line)
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -235,7 +238,7 @@ def events(ctx: click.Context, for_: str | None, since: str | None, follow: bool
         scope = (f" for {for_}" if for_ else "") + (f" in {since}" if since else "")
         click.echo(f"no events{scope}")
     for line in _event_lines(found, with_object=True):
-        click.echo(line)
+        _say(line)
     if not follow:
         return
     last_id = found[-1].id if found else _newest_id(store)
@@ -248,11 +251,17 @@ def events(ctx: click.Context, for_: str | None, since: str | None, follow: bool
             except store_mod.DatabaseError:
                 continue  # the store said so once; keep following
             for line in _event_lines(more, with_object=True):
-                click.echo(line)
+                _say(line)
             if more:
                 last_id = more[-1].id
     except KeyboardInterrupt:
         return
+
+
+def _say(line: str) -> None:
+    """Print one line; control characters from rows are escaped (no forged lines, no terminal
+    escape sequences)."""
+    click.echo(text.escape_controls(line))
 
 
 def _stop_on_signals() -> None:

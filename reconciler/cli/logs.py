@@ -11,7 +11,22 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from reconciler.cli import text
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: control characters in the message (a newline in a row's name, an
+    ESC sequence in a user field) are escaped, so a row cannot forge a log line. A traceback,
+    when there is one, follows on its own lines as usual."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = text.escape_controls(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,7 +45,7 @@ class JsonFormatter(logging.Formatter):
 def configure(*, fmt: str = "text", level: int = logging.INFO) -> None:
     """Send logs to stderr in ``fmt``; replaces handlers set up earlier."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from reconciler.cli import text
 from reconciler.db import store as store_mod
 from reconciler.spec import policy as spec_policy
 from reconciler.spec import secrets
@@ -127,7 +128,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return text.escape_controls(str(value))  # no ESC sequence from a row reaches the terminal
 
 
 def emit(

@@ -71,6 +71,7 @@ class Daemon:
         store.fence = self.elector.token  # controller-owned writes need the lease
         store.end_idle_transactions_after(settings.renew_deadline)  # a frozen leader's locks
         self._term: lease.Term | None = None  # the term the last pass ran under
+        self._retry_due: float | None = None  # epoch seconds: wake then (set after a pass)
         self._scheduler = BackgroundScheduler(timezone=dt.UTC)
         self._watcher = store.watcher(
             on_change=lambda: self.wake("desired"), interval=settings.watch_interval
@@ -118,8 +119,11 @@ class Daemon:
         # the scheduler, so the wake of an election always finds the reconcile job in place.
         self.elector.start()
         try:
-            while not self._stopping.wait(0.5):
-                pass
+            while not self._stopping.wait(self._until_retry(limit=0.5)):
+                due = self._retry_due
+                if due is not None and time.time() >= due:
+                    self._retry_due = None
+                    self.wake()
         finally:
             self._shutdown()
 
@@ -238,19 +242,17 @@ class Daemon:
                 return
 
     def _wake_for_retries(self) -> None:
-        """Bring a pass forward to when the next backing-off row may be retried, if that comes
-        before the next interval tick (one one-shot job, replaced after every pass)."""
+        """Note when the next backing-off row may be retried, if that comes before the next
+        interval tick; the main thread wakes the loop then. (Not a scheduler job: the pass runs
+        in a scheduler thread, and adding a job from there deadlocks with a shutdown that holds
+        the scheduler's lock while it waits for that very thread.)"""
         due = self.controller.next_retry_at()
-        if due is None or due - time.time() >= self._settings.reconcile_interval:
-            return
-        with contextlib.suppress(RuntimeError):  # shutting down
-            self._scheduler.add_job(
-                self.wake,
-                "date",
-                run_date=dt.datetime.fromtimestamp(due + 0.05, dt.UTC),
-                id="retry-wake",
-                replace_existing=True,
-            )
+        if due is not None and due - time.time() < self._settings.reconcile_interval:
+            self._retry_due = due + 0.05
+
+    def _until_retry(self, *, limit: float) -> float:
+        due = self._retry_due
+        return limit if due is None else max(0.0, min(limit, due - time.time()))
 
     def _trim_events(self) -> None:
         try:

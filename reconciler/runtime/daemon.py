@@ -6,12 +6,17 @@ of hint bring the next pass forward through ``wake()``:
 
 * an event monitor saw a container or image change on a node (``Cluster``'s ``on_change``),
 * a node changed health,
-* somebody changed the desired rows (``watch``: ``PRAGMA data_version`` or ``LISTEN``).
+* somebody changed the desired rows (``watch``: ``PRAGMA data_version`` or ``LISTEN``),
+* a backing-off row or a rolling update's next step falls due (noted after each pass; the main
+  thread wakes the loop then),
+* this daemon became the leader (``runtime.lease``; a standby runs no pass).
 
 A wake that arrives while a pass runs is not lost: the job runs another pass straight after.
 
 SIGTERM and SIGINT stop taking work: no new pass starts, queued actions are dropped, in-flight
-Docker calls finish (each is bounded by the call timeout), monitors close, exit status 0.
+Docker calls get the executor's close timeout (5 s) to finish and are then left behind, the
+lease is released at once (a standby takes over within one retry period), monitors close, exit
+status 0.
 """
 
 from __future__ import annotations

@@ -47,7 +47,15 @@ def record_many(conn: sa.Connection, events: Iterable[Event]) -> None:
 def trim(conn: sa.Connection, *, keep: int = DEFAULT_KEEP, before: datetime | None = None) -> int:
     """Delete all but the newest ``keep`` events, and (with ``before``, UTC) every event older
     than ``before``; return how many rows went."""
-    table = models.events
+    return trim_table(conn, models.events, keep=keep, before=before)
+
+
+def trim_table(
+    conn: sa.Connection, table: sa.Table, *, keep: int, before: datetime | None = None
+) -> int:
+    """The retention of a log table with an ``id`` and a ``time`` column (``events``,
+    ``status_history``): all but the newest ``keep`` rows go, and with ``before`` every row
+    older than it; return how many rows went."""
     gone = 0
     if before is not None:
         gone += conn.execute(table.delete().where(table.c.time < before)).rowcount

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from reconciler.db import models
+from reconciler.db import events, models
 from reconciler.domain import Phase, StatusRow
 
 _t = models.container_status
@@ -122,16 +122,7 @@ def _record_history(conn: sa.Connection, values: Sequence[Mapping[str, Any]]) ->
 def trim_history(conn: sa.Connection, *, keep: int, before: dt.datetime | None = None) -> int:
     """Delete history rows older than ``before`` (None: no age bound) and all but the newest
     ``keep``; return how many went. The events retention, applied here too."""
-    table = models.status_history
-    gone = 0
-    if before is not None:
-        gone += conn.execute(table.delete().where(table.c.time < before)).rowcount
-    cutoff = conn.execute(
-        sa.select(table.c.id).order_by(table.c.id.desc()).offset(keep).limit(1)
-    ).scalar()
-    if cutoff is not None:
-        gone += conn.execute(table.delete().where(table.c.id <= cutoff)).rowcount
-    return gone
+    return events.trim_table(conn, models.status_history, keep=keep, before=before)
 
 
 def delete(conn: sa.Connection, names: Iterable[str]) -> None:

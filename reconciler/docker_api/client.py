@@ -9,7 +9,6 @@ import asyncio
 import collections
 import contextlib
 import datetime
-import email.utils
 import http.client
 import json
 import logging
@@ -687,7 +686,7 @@ class EventStream:
         self._response = response
         #: The engine's clock when the stream was opened (its ``Date`` header, whole seconds,
         #: rounded down): every event from then on is delivered by this stream.
-        self.opened_at = _http_date(response.headers.get("Date"))
+        self.opened_at = streams.http_date(response.headers.get("Date"))
         raw = response.raw
         if getattr(raw, "chunked", False) and hasattr(raw, "read_chunked"):
             self._decoded: Iterator[Any] = _json_lines(raw.read_chunked())
@@ -755,15 +754,6 @@ def _json_lines(chunks: Iterator[bytes]) -> Iterator[Any]:
                 yield json.loads(line)
             except ValueError:
                 log.warning("skipped an event that is not JSON: %.200r", line)
-
-
-def _http_date(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 def _log_frames(raw: Any) -> Iterator[bytes]:

@@ -123,14 +123,14 @@ async def open_socket_stream(
         reader=reader,
         writer=writer,
         chunked="chunked" in headers.get("transfer-encoding", "").lower(),
-        opened_at=_http_date(headers.get("date")),
+        opened_at=http_date(headers.get("date")),
         node=node,
         url=url,
         idle_timeout=idle_timeout,
     )
 
 
-def _http_date(value: str | None) -> float | None:
+def http_date(value: str | None) -> float | None:
     """The engine's ``Date`` header as epoch seconds (None if absent or unreadable)."""
     if not value:
         return None

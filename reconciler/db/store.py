@@ -299,6 +299,7 @@ class Store:
         """Set (or with None clear) a node's ``last_error`` without touching its health."""
         with self.sql.begin() as conn:
             node_state.set_last_error(conn, node=node, message=message)
+            self._fenced(conn)  # controller-owned, like every other write of node state
 
     @_reported
     def write_engine_info(self, *, node: domain.NodeName, info: domain.EngineInfo) -> None:

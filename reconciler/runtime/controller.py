@@ -130,15 +130,7 @@ class Controller:
     def plan(self) -> planning.Plan:
         """The plan a pass would carry out now; changes nothing."""
         rows, backoffs = self._load()
-        assert self._status is not None
-        return planning.plan(
-            rows,
-            self._cluster.snapshots(),
-            now=self._clock(),
-            backoff=backoffs,
-            previous=self._status.rows(),
-            policy=self._placement,
-        )
+        return self._plan(rows, self._cluster.snapshots(), backoffs, self._clock())
 
     def reset(self) -> None:
         """Forget what the caches say the tables hold (another controller may have written

@@ -389,10 +389,9 @@ def _apply(
 def _dispatch(
     action: planning.Action,
     handle: NodeHandle,
-    may_act: Callable[[], bool] | None = None,
-    pulls: PullSettings | None = None,
+    may_act: Callable[[], bool] | None,
+    pulls: PullSettings,
 ) -> Outcome:
-    pulls = pulls or PullSettings()
     client = handle.client if may_act is None else _Fenced(handle.client, may_act)
     match action:
         case planning.Create(name=name, node=node, spec=wanted, spec_hash=hash_, start=start):
